@@ -7,5 +7,7 @@
 //! # Layout
 //!
 //! - [`model`]: identifiers and records shared by every other module.
+//! - [`store`]: the deduplicating, verified, crash-safe checkpoint store.
 
 pub mod model;
+pub mod store;
