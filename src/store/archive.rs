@@ -338,6 +338,9 @@ fn extract(
         let shown = path.display();
 
         let kind = entry.header().entry_type();
+        if relative.as_os_str().is_empty() && kind != tar::EntryType::Directory {
+            return Err(rejected(format!("entry {shown:?} has no file name")));
+        }
         match kind {
             tar::EntryType::Directory => {
                 let dir = dest.join(&relative);
@@ -431,7 +434,7 @@ fn extract(
 }
 
 /// Returns `path` as a relative path without `.` components, or why it would leave the
-/// extraction directory.
+/// extraction directory. The archive root itself (`./`) comes back empty.
 fn confined_path(path: &Path) -> Result<PathBuf, String> {
     let mut relative = PathBuf::new();
     for component in path.components() {
@@ -443,12 +446,6 @@ fn confined_path(path: &Path) -> Result<PathBuf, String> {
                 return Err(format!("entry {} is an absolute path", path.display()));
             }
         }
-    }
-    if relative.as_os_str().is_empty() {
-        return Err(format!(
-            "entry {:?} has an empty path",
-            path.display().to_string()
-        ));
     }
     Ok(relative)
 }

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::backend::Backend;
 use super::error::StoreError;
@@ -73,16 +73,19 @@ pub fn ingest(
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
     let (done_tx, done_rx) = mpsc::sync_channel::<Done>(workers * 2);
-    let job_rx = Mutex::new(job_rx);
+    // Each worker owns a handle, so the receiver closes once every worker has stopped
+    // and the reader's next send fails instead of blocking forever.
+    let job_rx = Arc::new(Mutex::new(job_rx));
     let aborted = AtomicBool::new(false);
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
-            scope.spawn(move || encode_chunks(job_rx, done_tx, known));
+            let job_rx = Arc::clone(&job_rx);
+            scope.spawn(move || encode_chunks(&job_rx, done_tx, known));
         }
         drop(done_tx);
+        drop(job_rx);
 
         let aborted = &aborted;
         let writer = scope
