@@ -7,5 +7,9 @@
 //! # Layout
 //!
 //! - [`model`]: identifiers and records shared by every other module.
+//! - [`criu`]: locating and checking CRIU, and the `criu swrk` RPC driver.
+//! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
 
 pub mod model;
+pub mod criu;
+pub mod fsutil;
