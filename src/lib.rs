@@ -9,7 +9,9 @@
 //! - [`model`]: identifiers and records shared by every other module.
 //! - [`criu`]: locating and checking CRIU, and the `criu swrk` RPC driver.
 //! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
+//! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
 
 pub mod model;
 pub mod criu;
 pub mod fsutil;
+pub mod runtime;
