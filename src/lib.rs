@@ -10,8 +10,10 @@
 //! - [`criu`]: locating and checking CRIU, and the `criu swrk` RPC driver.
 //! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
 //! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
+//! - [`store`]: the deduplicating, verified, crash-safe checkpoint store.
 
 pub mod model;
 pub mod criu;
 pub mod fsutil;
 pub mod runtime;
+pub mod store;
