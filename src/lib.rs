@@ -11,9 +11,16 @@
 //! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
 //! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
 //! - [`store`]: the deduplicating, verified, crash-safe checkpoint store.
+//! - [`ops`]: the operations: checkpoint, paused restore, resume and removal of debug containers.
+//! - [`cli`]: the `ckpt` command line.
+//! - [`error`], [`units`]: error chains; human sizes and durations.
 
-pub mod model;
+pub mod cli;
 pub mod criu;
+pub mod error;
 pub mod fsutil;
+pub mod model;
+pub mod ops;
 pub mod runtime;
 pub mod store;
+pub mod units;
