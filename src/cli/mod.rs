@@ -50,6 +50,7 @@ pub enum Command {
     Ps(debug::PsArgs),
     Resume(debug::NameArgs),
     Rm(debug::RmArgs),
+    Debug(debug::DebugArgs),
     /// Internal: the reaper of a debug container.
     #[command(name = "__shim", hide = true)]
     Shim {
@@ -79,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Ps(args) => debug::ps(&ctx, args),
         Command::Resume(args) => debug::resume(&ctx, args),
         Command::Rm(args) => debug::rm(&ctx, args),
+        Command::Debug(args) => debug::debug(&ctx, args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
     };
     match result {
