@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`images`]: native decoding of CRIU image directories for inspect, diff and memgrep.
 //! - [`model`]: identifiers and records shared by every other module.
 
+pub mod images;
 pub mod model;
