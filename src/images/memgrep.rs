@@ -263,7 +263,8 @@ mod tests {
             found.push((address, bytes.to_vec()));
             Ok(ControlFlow::Continue(()))
         };
-        search_segment(map, &segment, pattern, chunk_size, &mut report).unwrap();
+        let flow = search_segment(map, &segment, pattern, chunk_size, &mut report).unwrap();
+        assert!(flow.is_continue());
         found
     }
 
