@@ -172,6 +172,7 @@ pub struct Socket {
     pub state: String,
     /// `address:port` for inet sockets, the bound name for unix sockets.
     pub local: String,
+    /// Peer `address:port`, or the peer's `socket:[inode]` for unix sockets. Empty when unconnected.
     pub remote: String,
     pub inode: u32,
 }
@@ -191,9 +192,9 @@ pub struct Mount {
 }
 
 impl Checkpoint {
-    /// Loads the image directory `dir` (the one holding `inventory.img`).
+    /// Loads the image directory `dir`, the one that contains `inventory.img`.
     ///
-    /// Only page maps are kept open; page contents are read on demand by
+    /// Page maps are kept in memory, and page contents are read on demand by
     /// [`Checkpoint::read_memory`], [`super::memgrep`] and [`super::diff`].
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         let inventory_path = dir.join("inventory.img");
@@ -427,7 +428,12 @@ impl<'a> Loader<'a> {
         let mut by_kind: BTreeMap<&'static str, KindTotal> = BTreeMap::new();
         for vma in &mm.vmas {
             let end = vma.end.max(vma.start);
-            let kind = names::mapping_kind(vma.status);
+            let mut kind = names::mapping_kind(vma.status);
+            // CRIU 4.2.1 does not set VMA_AREA_STACK on the main stack, so
+            // it is recognized by containing the initial stack pointer.
+            if kind == "anon" && (vma.start..end).contains(&mm.mm_start_stack) {
+                kind = "stack";
+            }
             let path = if names::vma_maps_file(vma.status) {
                 u32::try_from(vma.shmid)
                     .ok()
@@ -508,6 +514,9 @@ impl<'a> Loader<'a> {
             file.path = fifo.regf_id.and_then(|id| self.file_path(id));
         } else if let Some(isk) = &entry.isk {
             let endpoint = |words: &[u32], port: u32| {
+                if port == 0 && words.iter().all(|w| *w == 0) {
+                    return String::new();
+                }
                 let address = names::ip_address(isk.family, words).unwrap_or_else(|| "?".into());
                 format!("{address}:{port}")
             };

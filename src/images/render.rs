@@ -24,6 +24,15 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// Command line of a process, or its `[comm]` when argv was not dumped.
+fn command_line(comm: &str, argv: &[String]) -> String {
+    if argv.is_empty() {
+        format!("[{comm}]")
+    } else {
+        quote_argv(argv)
+    }
+}
+
 fn quote_argv(argv: &[String]) -> String {
     argv.iter()
         .map(|arg| {
@@ -113,11 +122,7 @@ fn render_process(
 ) {
     let indent = "    ".repeat(depth);
     let detail = format!("{indent}    ");
-    let command = if process.argv.is_empty() {
-        format!("[{}]", process.comm)
-    } else {
-        quote_argv(&process.argv)
-    };
+    let command = command_line(&process.comm, &process.argv);
     let _ = writeln!(
         out,
         "{indent}{} {} ({}, pgid {}, sid {})",
@@ -262,10 +267,10 @@ pub fn diff_text(diff: &CheckpointDiff) -> String {
     {
         out.push_str("processes:\n");
         for p in &diff.processes_added {
-            let _ = writeln!(out, "  + {} {} {}", p.pid, p.comm, quote_argv(&p.argv));
+            let _ = writeln!(out, "  + {} {}", p.pid, command_line(&p.comm, &p.argv));
         }
         for p in &diff.processes_removed {
-            let _ = writeln!(out, "  - {} {} {}", p.pid, p.comm, quote_argv(&p.argv));
+            let _ = writeln!(out, "  - {} {}", p.pid, command_line(&p.comm, &p.argv));
         }
         for p in &diff.processes_changed {
             let _ = writeln!(out, "  ~ {} {}", p.pid, p.changes.join("; "));

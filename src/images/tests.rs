@@ -571,7 +571,7 @@ fn diff_reports_removed_process_and_file() {
     );
     assert!(changes.sockets.is_empty());
     let text = render::diff_text(&changes);
-    assert!(text.contains("  - 101 nc"), "{text}");
+    assert!(text.contains("  - 101 [nc]"), "{text}");
     assert!(
         text.contains("  - pid 100 fd 3: REG /var/log/app.log pos 4096"),
         "{text}"
