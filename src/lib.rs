@@ -8,6 +8,14 @@
 //!
 //! - [`images`]: native decoding of CRIU image directories for inspect, diff and memgrep.
 //! - [`model`]: identifiers and records shared by every other module.
+//! - [`criu`]: locating and checking CRIU, and the `criu swrk` RPC driver.
+//! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
+//! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
+//! - [`store`]: the deduplicating, verified, crash-safe checkpoint store.
 
 pub mod images;
 pub mod model;
+pub mod criu;
+pub mod fsutil;
+pub mod runtime;
+pub mod store;
