@@ -24,6 +24,7 @@ pub mod names;
 pub mod pages;
 pub mod proto;
 pub mod render;
+pub mod stored;
 
 #[cfg(test)]
 mod tests;
@@ -32,3 +33,4 @@ pub use checkpoint::{Checkpoint, LoadError};
 pub use diff::{CheckpointDiff, diff};
 pub use format::ImageError;
 pub use memgrep::{MemMatch, MemgrepOptions, Pattern, PatternError, memgrep};
+pub use stored::{OpenStoredError, StoredCheckpoint};
