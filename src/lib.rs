@@ -12,10 +12,17 @@
 //! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
 //! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
 //! - [`store`]: the deduplicating, verified, crash-safe checkpoint store.
+//! - [`ops`]: the operations: checkpoint, paused restore, resume and removal of debug containers.
+//! - [`cli`]: the `ckpt` command line.
+//! - [`error`], [`units`]: error chains; human sizes and durations.
 
+pub mod cli;
+pub mod criu;
+pub mod error;
+pub mod fsutil;
 pub mod images;
 pub mod model;
-pub mod criu;
-pub mod fsutil;
+pub mod ops;
 pub mod runtime;
 pub mod store;
+pub mod units;
