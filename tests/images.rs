@@ -18,7 +18,7 @@ use ckpt::images::pages::PAGE_SIZE;
 use ckpt::images::{Checkpoint, MemMatch, MemgrepOptions, Pattern, diff, memgrep, render};
 use serde_json::Value;
 
-/// Prints why a test cannot run; under CI=true the test fails instead.
+/// Prints why a test cannot run. Under CI=true the test fails instead.
 fn cannot_run(why: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("test cannot run: {why}");
@@ -551,4 +551,131 @@ fn hex_or_number(value: &Value) -> u64 {
         }
         other => other.as_u64().expect("numeric field"),
     }
+}
+
+/// Commits both dumps into a fresh store as checkpoints of container `busybox`.
+fn store_dumps(dumps: &Dumps) -> (PathBuf, String, String) {
+    use ckpt::model::{CheckpointId, CheckpointMeta};
+    use ckpt::store::Store;
+
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-cli-store");
+    let _ = std::fs::remove_dir_all(&root);
+    let store = Store::open(&root).unwrap();
+    let mut ids = Vec::new();
+    for (i, dir) in [&dumps.first, &dumps.second].into_iter().enumerate() {
+        let created = chrono::Utc::now() + chrono::Duration::seconds(i as i64);
+        let meta = CheckpointMeta {
+            id: CheckpointId::generate(created),
+            container: "busybox".parse().unwrap(),
+            created,
+            criu_version: "4.2.1".into(),
+            kernel: "test".into(),
+            options: Default::default(),
+            dump_stats: Default::default(),
+            runtime: Default::default(),
+            health_passing: None,
+        };
+        let staging = store.stage(&meta.id).unwrap();
+        let images = staging.dir().join("checkpoint");
+        std::fs::create_dir_all(&images).unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), images.join(entry.file_name())).unwrap();
+        }
+        ids.push(store.commit(staging, meta).unwrap().meta.id.to_string());
+    }
+    (root, ids.remove(0), ids.remove(0))
+}
+
+/// Runs the ckpt binary against `store` and returns (exit code, stdout, stderr).
+fn ckpt(store: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("ckpt runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_inspects_stored_checkpoints() {
+    let Some(dumps) = dumps() else { return };
+    let (store, first, second) = store_dumps(dumps);
+
+    // inspect: tree and JSON.
+    let (code, out, err) = ckpt(&store, &["inspect", &first]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("checkpoint:      {first}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("tcp LISTEN 127.0.0.1:{}", dumps.port)),
+        "{out}"
+    );
+    assert!(
+        !out.contains("PORT="),
+        "environment hidden without --env: {out}"
+    );
+    let (code, out, err) = ckpt(&store, &["inspect", &first, "--env"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("PORT={}", dumps.port)), "{out}");
+
+    let (code, out, err) = ckpt(&store, &["inspect", &first[..18], "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    assert_eq!(json["meta"]["id"], first.as_str());
+    assert_eq!(json["images"]["processes"][0]["pid"], dumps.root_pid);
+    assert!(json["images"]["processes"][0].get("env").is_none());
+    assert!(json["images"].get("dir").is_none(), "the temporary copy is not shown");
+
+    // memgrep: a match, no match, JSON, and a bad regex.
+    let (code, out, err) = ckpt(&store, &["memgrep", &first, &dumps.marker]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("pid {} (busybox) 0x", dumps.root_pid)),
+        "{out}"
+    );
+    let (code, out, _) = ckpt(&store, &["memgrep", &first, "NO_SUCH_BYTES_IN_MEMORY_42"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        format!("no matches for \"NO_SUCH_BYTES_IN_MEMORY_42\" in checkpoint {first}\n")
+    );
+    let (code, out, err) = ckpt(
+        &store,
+        &["memgrep", &first, "--regex", "CKPT_MARKER_[0-9]+", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let matches: Value = serde_json::from_str(&out).expect("memgrep prints JSON");
+    assert!(!matches.as_array().unwrap().is_empty(), "{out}");
+    let (code, _, err) = ckpt(&store, &["memgrep", &first, "--regex", "("]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("ckpt: invalid regex \"(\""), "{err}");
+
+    // diff: the counter page changed.
+    let (code, out, err) = ckpt(&store, &["diff", &first, &second]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("--- {first}\n+++ {second}\n")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("~ pid {} ", dumps.root_pid)), "{out}");
+    let (code, out, err) = ckpt(&store, &["diff", &first, &second, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let changes: Value = serde_json::from_str(&out).expect("diff prints JSON");
+    assert!(!changes["memory"].as_array().unwrap().is_empty(), "{out}");
+
+    // An unknown id is bad input.
+    let (code, _, err) = ckpt(&store, &["inspect", "1999"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("ckpt: failed to read checkpoint \"1999\" from the store"),
+        "{err}"
+    );
 }

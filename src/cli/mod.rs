@@ -6,6 +6,7 @@
 
 mod checkpoints;
 mod debug;
+mod images;
 pub mod output;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub enum Command {
     Ps(debug::PsArgs),
     Resume(debug::NameArgs),
     Rm(debug::RmArgs),
+    Inspect(images::InspectArgs),
+    Diff(images::DiffArgs),
+    Memgrep(images::MemgrepArgs),
     /// Internal: the reaper of a debug container.
     #[command(name = "__shim", hide = true)]
     Shim {
@@ -79,6 +83,9 @@ pub fn main() -> ExitCode {
         Command::Ps(args) => debug::ps(&ctx, args),
         Command::Resume(args) => debug::resume(&ctx, args),
         Command::Rm(args) => debug::rm(&ctx, args),
+        Command::Inspect(args) => images::inspect(&ctx, args),
+        Command::Diff(args) => images::diff(&ctx, args),
+        Command::Memgrep(args) => images::memgrep(&ctx, args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
     };
     match result {

@@ -55,7 +55,6 @@ fn quote_argv(argv: &[String]) -> String {
 /// Environment variables are shown only when `show_env` is set, because they often hold secrets.
 pub fn inspect_tree(checkpoint: &Checkpoint, show_env: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "image directory: {}", checkpoint.dir.display());
     let _ = writeln!(out, "image version:   {}", checkpoint.image_version);
     if let Some(stats) = &checkpoint.dump_stats {
         let _ = writeln!(
