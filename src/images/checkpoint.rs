@@ -1,6 +1,8 @@
 //! Loading an image directory into a [`Checkpoint`]: the process tree with its
 //! threads, memory, open files and sockets, plus mounts and dump statistics.
 
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -8,10 +10,10 @@ use serde::Serialize;
 
 use super::format::{self, ImageError};
 use super::names;
-use super::pages::{PAGE_SIZE, PageMap};
+use super::pages::PageMap;
 use super::proto::{
-    CoreEntry, FdType, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, MntEntry,
-    PstreeEntry, StatsEntry, TaskKobjIdsEntry,
+    CoreEntry, FdType, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MemfdInodeEntry, MmEntry,
+    MntEntry, PstreeEntry, StatsEntry, TaskKobjIdsEntry, VmaEntry,
 };
 use crate::model::DumpStats;
 
@@ -236,13 +238,29 @@ impl Checkpoint {
 struct Loader<'a> {
     dir: &'a Path,
     files: HashMap<u32, FileEntry>,
+    /// memfd.img entries by inode id.
+    memfd_inodes: HashMap<u64, MemfdInodeEntry>,
+    /// Page maps of shared memory objects by shmid, `None` when CRIU stored no pages for it.
+    shared_pages: RefCell<HashMap<u64, Option<PageMap>>>,
 }
+
+/// A shared memory object behind a mapping.
+struct SharedObject {
+    shmid: u64,
+    /// memfd name; `None` for a plain `MAP_SHARED|MAP_ANONYMOUS` mapping.
+    name: Option<String>,
+}
+
+/// Name the kernel gives the memfd behind a `MAP_SHARED|MAP_ANONYMOUS` mapping.
+const ANON_SHARED_MEMFD_NAME: &str = "/dev/zero";
 
 impl<'a> Loader<'a> {
     fn new(dir: &'a Path) -> Self {
         Self {
             dir,
             files: HashMap::new(),
+            memfd_inodes: HashMap::new(),
+            shared_pages: RefCell::new(HashMap::new()),
         }
     }
 
@@ -275,6 +293,10 @@ impl<'a> Loader<'a> {
             .read_optional("files.img", format::FILES)?
             .unwrap_or_default();
         self.files = files.into_iter().map(|f| (f.id, f)).collect();
+        let memfd_inodes: Vec<MemfdInodeEntry> = self
+            .read_optional("memfd.img", format::MEMFD_INODE)?
+            .unwrap_or_default();
+        self.memfd_inodes = memfd_inodes.into_iter().map(|m| (m.inode_id, m)).collect();
 
         let mut processes = Vec::with_capacity(tree.len());
         let mut pagemaps = HashMap::new();
@@ -368,11 +390,14 @@ impl<'a> Loader<'a> {
             .read_optional(&format!("mm-{pid}.img"), format::MM)?
             .and_then(|entries| entries.into_iter().next());
         let pagemap_path = self.path(&format!("pagemap-{pid}.img"));
-        let pagemap = if pagemap_path.exists() {
+        let mut pagemap = if pagemap_path.exists() {
             Some(PageMap::load(self.dir, &pagemap_path)?)
         } else {
             None
         };
+        if let (Some(mm), Some(map)) = (&mm, &mut pagemap) {
+            self.add_shared_pages(mm, map)?;
+        }
         let memory = mm
             .as_ref()
             .map(|mm| self.memory(mm, pagemap.as_ref()))
@@ -423,6 +448,51 @@ impl<'a> Loader<'a> {
             .map(|reg| reg.name.clone())
     }
 
+    /// Finds the shared memory object a mapping shows, if any.
+    fn shared_object(&self, vma: &VmaEntry) -> Option<SharedObject> {
+        if names::vma_is_memfd(vma.status) {
+            let file = self.files.get(&u32::try_from(vma.shmid).ok()?)?;
+            let inode = self
+                .memfd_inodes
+                .get(&file.memfd.as_ref()?.inode_id.into())?;
+            let name = (inode.name != ANON_SHARED_MEMFD_NAME).then(|| inode.name.clone());
+            return Some(SharedObject {
+                shmid: inode.shmid.into(),
+                name,
+            });
+        }
+        names::vma_is_anon_shared(vma.status).then_some(SharedObject {
+            shmid: vma.shmid,
+            name: None,
+        })
+    }
+
+    /// Adds the stored pages of every shared memory mapping to the process's page map.
+    fn add_shared_pages(&self, mm: &MmEntry, map: &mut PageMap) -> Result<(), ImageError> {
+        let mut cache = self.shared_pages.borrow_mut();
+        for vma in &mm.vmas {
+            let Some(object) = self.shared_object(vma) else {
+                continue;
+            };
+            let shared = match cache.entry(object.shmid) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let path = self.path(&format!("pagemap-shmem-{}.img", object.shmid));
+                    let loaded = if path.exists() {
+                        Some(PageMap::load(self.dir, &path)?)
+                    } else {
+                        None
+                    };
+                    entry.insert(loaded)
+                }
+            };
+            if let Some(shared) = shared {
+                map.add_shared(shared, vma.start, vma.end.max(vma.start), vma.pgoff);
+            }
+        }
+        Ok(())
+    }
+
     fn memory(&self, mm: &MmEntry, pagemap: Option<&PageMap>) -> Memory {
         let mut memory = Memory::default();
         let mut by_kind: BTreeMap<&'static str, KindTotal> = BTreeMap::new();
@@ -434,13 +504,19 @@ impl<'a> Loader<'a> {
             if kind == "anon" && (vma.start..end).contains(&mm.mm_start_stack) {
                 kind = "stack";
             }
-            let path = if names::vma_maps_file(vma.status) {
+            let mut path = if names::vma_maps_file(vma.status) {
                 u32::try_from(vma.shmid)
                     .ok()
                     .and_then(|id| self.file_path(id))
             } else {
                 None
             };
+            if let Some(object) = self.shared_object(vma) {
+                match object.name {
+                    Some(name) => path = Some(name),
+                    None => kind = "anon-shared",
+                }
+            }
             let dumped_pages = pagemap.map_or(0, |map| map.present_pages_in(vma.start, end));
             let mapping = Mapping {
                 start: vma.start,
@@ -553,6 +629,16 @@ impl<'a> Loader<'a> {
                 },
                 inode: usk.ino,
             });
+        } else if let Some(memfd) = &entry.memfd {
+            file.path = self
+                .memfd_inodes
+                .get(&memfd.inode_id.into())
+                .map(|inode| inode.name.clone());
+            file.position = Some(memfd.pos);
+            file.flags = names::open_flags(memfd.flags)
+                .into_iter()
+                .map(String::from)
+                .collect();
         } else if let Some(nsf) = &entry.nsf {
             file.path = Some(format!("ns:[{}]", nsf.ns_id));
         }
@@ -640,9 +726,4 @@ fn read_strings(map: &PageMap, start: u64, end: u64) -> Result<Vec<String>, Imag
         strings.pop();
     }
     Ok(strings)
-}
-
-/// Size of `pages` pages in bytes.
-pub fn pages_to_bytes(pages: u64) -> u64 {
-    pages.saturating_mul(PAGE_SIZE)
 }

@@ -290,7 +290,7 @@ fn page_hashes(
         while offset < segment.len {
             let len = (segment.len - offset).min(BLOCK_PAGES * PAGE_SIZE);
             buffer.resize(len as usize, 0);
-            map.read_at(segment.file_offset + offset, &mut buffer)?;
+            map.read_segment(&segment, offset, &mut buffer)?;
             for (i, page) in buffer.chunks(PAGE_SIZE as usize).enumerate() {
                 hashes.insert(
                     segment.vaddr + offset + i as u64 * PAGE_SIZE,

@@ -58,6 +58,7 @@ pub const MM: ImageKind = common("mm", 0x5749_2820);
 pub const FS: ImageKind = common("fs", 0x5140_3912);
 pub const MNTS: ImageKind = common("mountpoints", 0x5556_3928);
 pub const FILES: ImageKind = common("files", 0x5630_3138);
+pub const MEMFD_INODE: ImageKind = common("memfd", 0x4845_3499);
 pub const STATS: ImageKind = ImageKind {
     name: "stats",
     set_magic: Some(IMG_SERVICE_MAGIC),

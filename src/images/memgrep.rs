@@ -192,10 +192,7 @@ fn search_segment(
         let step = chunk_size.min(segment_len - read_pos);
         let old_len = buffer.len();
         buffer.resize(old_len + step, 0);
-        map.read_at(
-            segment.file_offset + read_pos as u64,
-            &mut buffer[old_len..],
-        )?;
+        map.read_segment(segment, read_pos as u64, &mut buffer[old_len..])?;
         read_pos += step;
         let at_end = read_pos == segment_len;
 
@@ -240,7 +237,7 @@ fn read_context(
         .saturating_add(context as u64)
         .min(segment.end());
     let mut bytes = vec![0u8; (end - start) as usize];
-    map.read_at(segment.file_offset + (start - segment.vaddr), &mut bytes)?;
+    map.read_segment(segment, start - segment.vaddr, &mut bytes)?;
     Ok((start, bytes))
 }
 

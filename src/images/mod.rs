@@ -11,9 +11,9 @@
 //! - Only `files.img` is read for open files; images from CRIU versions that
 //!   wrote per-type file images (`reg-files.img`, `inetsk.img`...) show
 //!   descriptors without paths.
-//! - Pages of shared anonymous and SysV shared memory (`pagemap-shmem-*.img`)
-//!   are not searched or compared, and neither are pages kept in a parent
-//!   checkpoint of an incremental dump.
+//! - Pages of SysV shared memory (`ipcns-shm-*.img`) are not searched or
+//!   compared, and neither are pages kept in a parent checkpoint of an
+//!   incremental dump. Shared anonymous and memfd pages are.
 //! - Socket addresses are decoded for little-endian hosts.
 
 pub mod checkpoint;

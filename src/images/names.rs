@@ -35,6 +35,16 @@ pub fn vma_maps_file(status: u32) -> bool {
     status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED | VMA_AREA_MEMFD) != 0
 }
 
+/// Returns whether a mapping with this VMA status maps a memfd, so that its `shmid` is a file id.
+pub fn vma_is_memfd(status: u32) -> bool {
+    status & VMA_AREA_MEMFD != 0
+}
+
+/// Returns whether a mapping is `MAP_SHARED|MAP_ANONYMOUS` memory that CRIU recorded as such.
+pub fn vma_is_anon_shared(status: u32) -> bool {
+    status & VMA_ANON_SHARED != 0 && status & VMA_AREA_SYSVIPC == 0
+}
+
 /// Kind of a mapping from its VMA status bits, checked from the most to the least specific.
 pub fn mapping_kind(status: u32) -> &'static str {
     let kinds = [

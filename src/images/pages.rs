@@ -4,6 +4,11 @@
 //! pages. Runs flagged `PE_PRESENT` have their data in the pages file, stored
 //! back to back in pagemap order, so a run's file offset is the sum of the
 //! sizes of the present runs before it.
+//!
+//! Shared memory (`MAP_SHARED|MAP_ANONYMOUS` and memfd mappings) has its own
+//! `pagemap-shmem-SHMID.img`, whose addresses are offsets into the shared
+//! object. [`PageMap::add_shared`] places those pages at the addresses where a
+//! process maps them, so one process's page map may read from several files.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -29,8 +34,10 @@ pub struct PageRun {
     pub vaddr: u64,
     pub nr_pages: u64,
     pub flags: u32,
-    /// Offset of the run's data in the pages file, for runs flagged `PE_PRESENT`.
+    /// Offset of the run's data in its pages file, for runs flagged `PE_PRESENT`.
     pub file_offset: Option<u64>,
+    /// Index of the pages file in [`PageMap::pages_files`].
+    pub source: usize,
 }
 
 impl PageRun {
@@ -39,12 +46,14 @@ impl PageRun {
     }
 }
 
-/// Address range whose bytes lie contiguously in the pages file.
+/// Address range whose bytes lie contiguously in one pages file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub vaddr: u64,
     pub len: u64,
     pub file_offset: u64,
+    /// Index of the pages file in [`PageMap::pages_files`].
+    pub source: usize,
 }
 
 impl Segment {
@@ -53,13 +62,30 @@ impl Segment {
     }
 }
 
-/// Page map of one process, with lazy access to its pages file.
+/// A pages file, opened on first read.
+#[derive(Debug)]
+struct PagesFile {
+    path: PathBuf,
+    file: OnceLock<File>,
+}
+
+impl PagesFile {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: OnceLock::new(),
+        }
+    }
+}
+
+/// Page map of one process, with lazy access to its pages files.
 #[derive(Debug)]
 pub struct PageMap {
-    pub pages_path: PathBuf,
-    /// Runs in pagemap order, which CRIU writes sorted by address.
+    /// Runs sorted by address.
     pub runs: Vec<PageRun>,
-    pages_file: OnceLock<File>,
+    /// Pages files the runs read from: the process's own `pages-N.img` first,
+    /// then those of shared memory added with [`PageMap::add_shared`].
+    files: Vec<PagesFile>,
 }
 
 impl PageMap {
@@ -88,13 +114,58 @@ impl PageMap {
         }
 
         Ok(Self {
-            pages_path: dir.join(format!("pages-{}.img", head.pages_id)),
             runs,
-            pages_file: OnceLock::new(),
+            files: vec![PagesFile::new(
+                dir.join(format!("pages-{}.img", head.pages_id)),
+            )],
         })
     }
 
-    /// Number of pages stored in the pages file that fall inside `[start, end)`.
+    /// Paths of the pages files, indexed by [`PageRun::source`].
+    pub fn pages_files(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// Adds the stored pages of a shared memory object mapped at `[start, end)`
+    /// from byte `offset` of the object. `shared` is the object's own page map,
+    /// whose addresses are offsets into the object.
+    pub fn add_shared(&mut self, shared: &PageMap, start: u64, end: u64, offset: u64) {
+        let Some(object_end) = offset.checked_add(end.saturating_sub(start)) else {
+            return;
+        };
+        let mut added = false;
+        for run in &shared.runs {
+            let Some(run_offset) = run.file_offset else {
+                continue;
+            };
+            let from = run.vaddr.max(offset);
+            let to = run.end().min(object_end);
+            if from >= to {
+                continue;
+            }
+            let path = &shared.files[run.source].path;
+            let source = match self.files.iter().position(|f| &f.path == path) {
+                Some(index) => index,
+                None => {
+                    self.files.push(PagesFile::new(path.clone()));
+                    self.files.len() - 1
+                }
+            };
+            self.runs.push(PageRun {
+                vaddr: start + (from - offset),
+                nr_pages: (to - from) / PAGE_SIZE,
+                flags: run.flags,
+                file_offset: Some(run_offset + (from - run.vaddr)),
+                source,
+            });
+            added = true;
+        }
+        if added {
+            self.runs.sort_by_key(|run| run.vaddr);
+        }
+    }
+
+    /// Number of stored pages that fall inside `[start, end)`.
     pub fn present_pages_in(&self, start: u64, end: u64) -> u64 {
         self.segments_in(start, end)
             .iter()
@@ -117,6 +188,7 @@ impl PageMap {
             let file_offset = run_offset + (from - run.vaddr);
             if let Some(last) = segments.last_mut()
                 && last.end() == from
+                && last.source == run.source
                 && last.file_offset + last.len == file_offset
             {
                 last.len += to - from;
@@ -126,33 +198,41 @@ impl PageMap {
                 vaddr: from,
                 len: to - from,
                 file_offset,
+                source: run.source,
             });
         }
         segments
     }
 
-    /// Reads `len` bytes at `offset` of the pages file.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        let file = match self.pages_file.get() {
+    /// Fills `buf` with the segment's bytes starting `from` bytes into it.
+    pub fn read_segment(
+        &self,
+        segment: &Segment,
+        from: u64,
+        buf: &mut [u8],
+    ) -> Result<(), ImageError> {
+        let pages = &self.files[segment.source];
+        let offset = segment.file_offset + from;
+        let file = match pages.file.get() {
             Some(file) => file,
             None => {
-                let opened = File::open(&self.pages_path).map_err(|source| ImageError::Read {
-                    path: self.pages_path.clone(),
+                let opened = File::open(&pages.path).map_err(|source| ImageError::Read {
+                    path: pages.path.clone(),
                     source,
                 })?;
-                self.pages_file.get_or_init(|| opened)
+                pages.file.get_or_init(|| opened)
             }
         };
         file.read_exact_at(buf, offset).map_err(|source| {
             if source.kind() == std::io::ErrorKind::UnexpectedEof {
                 ImageError::Truncated {
-                    path: self.pages_path.clone(),
+                    path: pages.path.clone(),
                     offset,
                     detail: format!("{} bytes of page data expected", buf.len()),
                 }
             } else {
                 ImageError::Read {
-                    path: self.pages_path.clone(),
+                    path: pages.path.clone(),
                     source,
                 }
             }
@@ -172,7 +252,7 @@ impl PageMap {
         let mut out = vec![0u8; len as usize];
         for segment in segments {
             let at = (segment.vaddr - addr) as usize;
-            self.read_at(segment.file_offset, &mut out[at..at + segment.len as usize])?;
+            self.read_segment(&segment, 0, &mut out[at..at + segment.len as usize])?;
         }
         Ok(Some(out))
     }
@@ -224,6 +304,7 @@ fn parse_run(path: &Path, raw: RawEntry<'_>, next_offset: &mut u64) -> Result<Pa
         nr_pages,
         flags,
         file_offset,
+        source: 0,
     })
 }
 
@@ -266,7 +347,7 @@ mod tests {
             entry(0x8000, 3, PE_PRESENT | PE_LAZY),
         ]))
         .unwrap();
-        assert_eq!(map.pages_path, Path::new("/d/pages-7.img"));
+        assert_eq!(map.pages_files(), vec![Path::new("/d/pages-7.img")]);
         let offsets: Vec<_> = map.runs.iter().map(|r| r.file_offset).collect();
         assert_eq!(offsets, vec![Some(0), None, Some(2 * PAGE_SIZE)]);
     }
@@ -284,7 +365,8 @@ mod tests {
             vec![Segment {
                 vaddr: 0x1000,
                 len: 3 * PAGE_SIZE,
-                file_offset: 0
+                file_offset: 0,
+                source: 0
             }]
         );
     }
@@ -298,7 +380,8 @@ mod tests {
             vec![Segment {
                 vaddr: 0x2000,
                 len: PAGE_SIZE,
-                file_offset: PAGE_SIZE
+                file_offset: PAGE_SIZE,
+                source: 0
             }]
         );
         assert_eq!(map.present_pages_in(0, 0x2000), 1);
@@ -325,6 +408,37 @@ mod tests {
             error.to_string().contains("overflow the address space"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn shared_pages_land_at_mapping_address() {
+        let own = parse(&pagemap(&[entry(0x1000, 1, PE_PRESENT)])).unwrap();
+        let shared_path = Path::new("/d/pagemap-shmem-9.img");
+        let mut shared_data = encode_image(PAGEMAP, &[PagemapHead { pages_id: 8 }]);
+        for bytes in [entry(0, 1, PE_PRESENT), entry(0x3000, 2, PE_PRESENT)] {
+            shared_data.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            shared_data.extend_from_slice(&bytes);
+        }
+        let shared = PageMap::parse(Path::new("/d"), shared_path, &shared_data).unwrap();
+
+        // Map object bytes [0x2000, 0x5000) at 0x10000: the run at offset 0 is outside.
+        let mut map = own;
+        map.add_shared(&shared, 0x10000, 0x13000, 0x2000);
+        assert_eq!(
+            map.pages_files(),
+            vec![Path::new("/d/pages-7.img"), Path::new("/d/pages-8.img")]
+        );
+        let segments = map.segments_in(0x10000, 0x13000);
+        assert_eq!(
+            segments,
+            vec![Segment {
+                vaddr: 0x11000,
+                len: 2 * PAGE_SIZE,
+                file_offset: PAGE_SIZE,
+                source: 1,
+            }]
+        );
+        assert_eq!(map.present_pages_in(0, u64::MAX), 3);
     }
 
     #[test]
