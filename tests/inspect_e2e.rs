@@ -74,6 +74,13 @@ fn inspect_memgrep_and_diff_container_checkpoints() {
         "{socket:?}"
     );
 
+    let frozen = inspected["images"]["dump_stats"]["frozen_time_us"].as_u64();
+    assert!(
+        frozen.is_some_and(|us| us > 0),
+        "{}",
+        inspected["images"]["dump_stats"]
+    );
+
     let mounts = inspected["images"]["mounts"].as_array().unwrap();
     assert!(
         mounts.iter().any(|m| m["mountpoint"] == "/proc"),

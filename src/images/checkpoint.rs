@@ -318,20 +318,12 @@ impl<'a> Loader<'a> {
             mounts.extend(entries.into_iter().map(|m| mount(ns, m)));
         }
 
-        let stats: Option<Vec<StatsEntry>> = self.read_optional("stats-dump", format::STATS)?;
-        let dump_stats = stats
-            .and_then(|entries| entries.into_iter().next())
-            .and_then(|stats| stats.dump)
-            .map(|d| DumpStats {
-                freezing_time_us: d.freezing_time.into(),
-                frozen_time_us: d.frozen_time.into(),
-                memdump_time_us: d.memdump_time.into(),
-                memwrite_time_us: d.memwrite_time.into(),
-                pages_scanned: d.pages_scanned,
-                pages_skipped_parent: d.pages_skipped_parent,
-                pages_written: d.pages_written,
-                pages_lazy: d.pages_lazy,
-            });
+        let stats_path = self.path(STATS_DUMP_FILE);
+        let dump_stats = if stats_path.exists() {
+            read_dump_stats(&stats_path)?
+        } else {
+            None
+        };
 
         Ok(Checkpoint {
             dir: self.dir.to_path_buf(),
@@ -644,6 +636,25 @@ impl<'a> Loader<'a> {
         }
         file
     }
+}
+
+/// Name of the file in which CRIU writes its dump statistics.
+pub const STATS_DUMP_FILE: &str = "stats-dump";
+
+/// Reads CRIU's dump statistics from a `stats-dump` file, `None` if it has no dump entry.
+pub fn read_dump_stats(path: &Path) -> Result<Option<DumpStats>, ImageError> {
+    let entries: Vec<StatsEntry> = format::read_entries(path, format::STATS)?;
+    let dump = entries.into_iter().next().and_then(|stats| stats.dump);
+    Ok(dump.map(|d| DumpStats {
+        freezing_time_us: d.freezing_time.into(),
+        frozen_time_us: d.frozen_time.into(),
+        memdump_time_us: d.memdump_time.into(),
+        memwrite_time_us: d.memwrite_time.into(),
+        pages_scanned: d.pages_scanned,
+        pages_skipped_parent: d.pages_skipped_parent,
+        pages_written: d.pages_written,
+        pages_lazy: d.pages_lazy,
+    }))
 }
 
 fn namespaces(ids: &TaskKobjIdsEntry) -> Namespaces {

@@ -29,7 +29,7 @@ pub mod stored;
 #[cfg(test)]
 mod tests;
 
-pub use checkpoint::{Checkpoint, LoadError};
+pub use checkpoint::{Checkpoint, LoadError, read_dump_stats};
 pub use diff::{CheckpointDiff, diff};
 pub use format::ImageError;
 pub use memgrep::{MemMatch, MemgrepOptions, Pattern, PatternError, memgrep};

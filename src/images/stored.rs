@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::checkpoint::{Checkpoint, LoadError};
+use crate::ops::checkpoint::IMAGES_DIR;
 use crate::store::{Manifest, Store, StoreError};
-
-/// Subdirectory of a materialized checkpoint that contains the CRIU images.
-pub const IMAGES_SUBDIR: &str = "checkpoint";
 
 /// Error for [`StoredCheckpoint::open`].
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +68,16 @@ impl StoredCheckpoint {
         let dest = dir.path().join(id.as_str());
         store.materialize(&id, &dest).map_err(store_error)?;
 
-        let images = Checkpoint::load(&dest.join(IMAGES_SUBDIR)).map_err(|source| {
-            OpenStoredError::Load {
+        let mut images =
+            Checkpoint::load(&dest.join(IMAGES_DIR)).map_err(|source| OpenStoredError::Load {
                 id: id.to_string(),
                 source,
-            }
-        })?;
+            })?;
+        // ckpt keeps CRIU's stats-dump out of the image directory and stores
+        // its figures in the manifest, so take them from there.
+        if images.dump_stats.is_none() {
+            images.dump_stats = Some(manifest.meta.dump_stats.clone());
+        }
         Ok(Self {
             manifest,
             images,
@@ -107,9 +109,12 @@ mod tests {
 
     /// Copies the fixture's images into a staging directory and commits them.
     fn commit_fixture(store: &Store, fixture: &Fixture) -> Manifest {
-        let meta = meta();
+        commit_fixture_with(store, fixture, meta())
+    }
+
+    fn commit_fixture_with(store: &Store, fixture: &Fixture, meta: CheckpointMeta) -> Manifest {
         let staging = store.stage(&meta.id).unwrap();
-        let images = staging.dir().join(IMAGES_SUBDIR);
+        let images = staging.dir().join(IMAGES_DIR);
         std::fs::create_dir_all(&images).unwrap();
         for entry in std::fs::read_dir(fixture.dir.path()).unwrap() {
             let entry = entry.unwrap();
@@ -134,6 +139,22 @@ mod tests {
         assert!(materialized.join("pages-1.img").is_file());
         drop(stored);
         assert!(!materialized.exists(), "temporary copy removed on drop");
+    }
+
+    #[test]
+    fn dump_stats_fall_back_to_manifest() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store::open(&temp.path().join("store")).unwrap();
+        let fixture = Fixture::new(&Memory::new());
+        std::fs::remove_file(fixture.dir.path().join("stats-dump")).unwrap();
+        let mut meta = meta();
+        meta.dump_stats.frozen_time_us = 777;
+        let manifest = commit_fixture_with(&store, &fixture, meta);
+
+        let stored =
+            StoredCheckpoint::open(&store, manifest.meta.id.as_str(), temp.path()).unwrap();
+        let stats = stored.images.dump_stats.expect("stats from the manifest");
+        assert_eq!(stats.frozen_time_us, 777);
     }
 
     #[test]
