@@ -687,10 +687,12 @@ fn mount(namespace: u32, m: MntEntry) -> Mount {
     }
 }
 
-/// Name of CRIU's `fstype` enum value; CRIU stores the kernel's name in `fsname` for others.
+/// Name of CRIU's `fstype` enum value. CRIU 4.2.1 records 0 (`UNSUPPORTED`) for a
+/// file system it has no special handling for, sometimes without `fsname` (seen for
+/// a runc container's root on /dev/vda), so 0 is shown as `other`.
 fn fstype_name(fstype: u32) -> &'static str {
     const NAMES: [&str; 20] = [
-        "unsupported",
+        "other",
         "proc",
         "sysfs",
         "devtmpfs",

@@ -89,7 +89,10 @@ pub fn inspect_tree(checkpoint: &Checkpoint, show_env: bool) -> String {
         );
     } else {
         out.push('\n');
-        for mount in &checkpoint.mounts {
+        // Sorted by mount point so that parents come before the mounts beneath them.
+        let mut mounts: Vec<_> = checkpoint.mounts.iter().collect();
+        mounts.sort_by(|a, b| (a.namespace, &a.mountpoint).cmp(&(b.namespace, &b.mountpoint)));
+        for mount in mounts {
             let _ = writeln!(
                 out,
                 "  {:<30} {:<10} {}{} ({})",
