@@ -694,17 +694,23 @@ fn cli_inspects_stored_checkpoints() {
 /// `MAP_SHARED|MAP_ANONYMOUS` mapping, then waits. The marker includes the
 /// pid, so it is built at run time and is absent from the program text.
 const SHARED_MEMORY_WORKLOAD: &str = r#"
-import mmap, os, sys, time
+import mmap, os, socket, sys, threading, time
 shared = mmap.mmap(-1, 3 * 4096)
 shared.seek(2 * 4096 - 5)
 shared.write(b"SHARED_MARK" + b"ER_" + str(os.getpid()).encode())
-sys.stdout.write("ready\n")
+unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+unix.bind("\0ckpt-images-test-" + str(os.getpid()))
+unix.listen(1)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+threading.Thread(target=time.sleep, args=(60,), daemon=True, name="sleeper").start()
+sys.stdout.write("ready %d\n" % udp.getsockname()[1])
 sys.stdout.flush()
 time.sleep(60)
 "#;
 
 #[test]
-fn memgrep_searches_shared_memory() {
+fn shared_memory_threads_and_sockets() {
     if !nix::unistd::geteuid().is_root() {
         cannot_run("criu dump needs root");
         return;
@@ -735,7 +741,10 @@ fn memgrep_searches_shared_memory() {
     let mut ready = String::new();
     let stdout = workload.0.stdout.take().unwrap();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready).unwrap();
-    assert_eq!(ready, "ready\n");
+    let udp_port: u16 = ready
+        .strip_prefix("ready ")
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {ready:?}"));
 
     let dir = base.join("dump");
     criu_dump(&criu, pid, &dir).unwrap();
@@ -743,6 +752,29 @@ fn memgrep_searches_shared_memory() {
 
     let checkpoint = Checkpoint::load(&dir).unwrap();
     let process = checkpoint.process(pid).unwrap();
+
+    // A second thread, a listening abstract unix socket and a bound UDP socket.
+    assert_eq!(process.threads.len(), 2, "{:?}", process.threads);
+    assert_eq!(process.threads[0].tid, pid);
+    let sockets: Vec<_> = process
+        .files
+        .iter()
+        .filter_map(|f| f.socket.as_ref())
+        .collect();
+    let unix = sockets
+        .iter()
+        .find(|s| s.family == "unix")
+        .unwrap_or_else(|| panic!("no unix socket in {sockets:?}"));
+    assert_eq!(unix.local, format!("@ckpt-images-test-{pid}"));
+    assert_eq!(unix.state, "LISTEN");
+    assert_eq!(unix.socket_type, "stream");
+    let udp = sockets
+        .iter()
+        .find(|s| s.protocol == "udp")
+        .unwrap_or_else(|| panic!("no udp socket in {sockets:?}"));
+    assert_eq!(udp.local, format!("127.0.0.1:{udp_port}"));
+    assert_eq!(udp.socket_type, "dgram");
+    assert_eq!(udp.remote, "", "an unconnected socket has no peer");
     let shared: Vec<_> = process
         .memory
         .mappings
