@@ -25,7 +25,7 @@ use crate::model::{CheckpointId, ContainerId};
 use crate::runtime::descendants;
 use crate::store::{Manifest, StoreError};
 
-/// What to restore.
+/// A request to restore a checkpoint into a paused debug container.
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
     pub container: ContainerId,
