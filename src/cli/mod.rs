@@ -6,6 +6,7 @@
 
 mod checkpoints;
 mod debug;
+mod images;
 pub mod output;
 
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub enum Command {
     Resume(debug::NameArgs),
     Rm(debug::RmArgs),
     Debug(debug::DebugArgs),
+    Inspect(images::InspectArgs),
+    Diff(images::DiffArgs),
+    Memgrep(images::MemgrepArgs),
     /// Internal: the reaper of a debug container.
     #[command(name = "__shim", hide = true)]
     Shim {
@@ -81,6 +85,9 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => debug::resume(&ctx, args),
         Command::Rm(args) => debug::rm(&ctx, args),
         Command::Debug(args) => debug::debug(&ctx, args),
+        Command::Inspect(args) => images::inspect(&ctx, args),
+        Command::Diff(args) => images::diff(&ctx, args),
+        Command::Memgrep(args) => images::memgrep(&ctx, args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
     };
     match result {
