@@ -7,5 +7,7 @@
 //! # Layout
 //!
 //! - [`model`]: identifiers and records shared by every other module.
+//! - [`policy`]: per-container YAML policies that `ckpt daemon` applies.
 
 pub mod model;
+pub mod policy;
