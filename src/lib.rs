@@ -7,7 +7,13 @@
 //! # Layout
 //!
 //! - [`model`]: identifiers and records shared by every other module.
+//! - [`criu`]: locating and checking CRIU, and the `criu swrk` RPC driver.
+//! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
+//! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
 //! - [`policy`]: per-container YAML policies that `ckpt daemon` applies.
 
 pub mod model;
+pub mod criu;
+pub mod fsutil;
+pub mod runtime;
 pub mod policy;
