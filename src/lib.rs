@@ -11,9 +11,11 @@
 //! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
 //! - [`runtime`]: runc state, OCI specs, and which mounts CRIU treats as external.
 //! - [`policy`]: per-container YAML policies that `ckpt daemon` applies.
+//! - [`daemon`]: the `ckpt daemon` service, its event log and its control API.
 
 pub mod model;
 pub mod criu;
 pub mod fsutil;
 pub mod runtime;
 pub mod policy;
+pub mod daemon;
