@@ -3,5 +3,6 @@
 
 pub mod backend;
 pub mod events;
+pub mod exits;
 pub mod failure;
 pub mod retention;
