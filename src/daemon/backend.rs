@@ -40,6 +40,7 @@ pub struct DebugContainerInfo {
     /// Container the checkpoint was taken from.
     pub container: ContainerId,
     pub checkpoint: CheckpointId,
+    pub created: DateTime<Utc>,
     /// Host PID of the restored init process.
     pub pid: i32,
     /// Host PIDs of every restored process.
