@@ -303,3 +303,6 @@ fn reload(
         errors: registry.errors.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

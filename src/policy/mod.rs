@@ -416,6 +416,12 @@ fn check_values(policy: &Policy) -> Result<(), (&'static str, String)> {
             format!("expected a zstd level from 1 to {MAX_COMPRESSION_LEVEL}, found {level}"),
         ));
     }
+    if policy.on_failure.restore == RestoreMode::Paused && policy.on_failure.keep_debug_containers == 0 {
+        return Err((
+            "on_failure.keep_debug_containers",
+            "must be at least 1 when restore is paused".to_string(),
+        ));
+    }
     if let Some(probe) = &policy.health {
         if probe.command.is_empty() {
             return Err(("health.command", "expected a program and its arguments, found an empty list".to_string()));

@@ -224,3 +224,16 @@ fn load_dir_reports_duplicates_and_keeps_good_files() {
     assert!(matches!(set.errors[0], PolicyError::Duplicate { .. }));
     assert!(set.errors[1].path().ends_with("c.yaml"));
 }
+
+#[test]
+fn paused_restore_needs_a_debug_container_slot() {
+    let text = "container: web\ninterval: 10s\non_failure:\n  keep_debug_containers: 0\n";
+    let (line, column, message) = invalid(text);
+    assert_eq!((line, column), (4, 26));
+    assert_eq!(
+        message,
+        "field on_failure.keep_debug_containers: must be at least 1 when restore is paused"
+    );
+    let text = "container: web\ninterval: 10s\non_failure:\n  restore: none\n  keep_debug_containers: 0\n";
+    assert!(parse(text).is_ok());
+}
