@@ -35,7 +35,9 @@ fn validate_id(kind: &'static str, value: &str) -> Result<(), InvalidId> {
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if !value.chars().all(allowed) {
-        return Err(invalid("may contain only letters, digits, '-', '_' and '.'"));
+        return Err(invalid(
+            "may contain only letters, digits, '-', '_' and '.'",
+        ));
     }
     Ok(())
 }
@@ -220,7 +222,10 @@ mod tests {
         for bad in ["", "..", "a/b", ".hidden", "-x", "a b", "x\0y"] {
             assert!(bad.parse::<ContainerId>().is_err(), "{bad:?} was accepted");
         }
-        assert_eq!("web-1.prod_a".parse::<ContainerId>().unwrap().as_str(), "web-1.prod_a");
+        assert_eq!(
+            "web-1.prod_a".parse::<ContainerId>().unwrap().as_str(),
+            "web-1.prod_a"
+        );
     }
 
     #[test]

@@ -6,6 +6,11 @@ use std::path::Path;
 /// Lines of CRIU's log that are noise on hosts without CAP_SYS_RESOURCE.
 const HARMLESS: &[&str] = &["Can't setup RLIMIT_NOFILE"];
 
+/// Whether a CRIU error line is known noise.
+pub fn is_harmless(line: &str) -> bool {
+    HARMLESS.iter().any(|h| line.contains(h))
+}
+
 /// Returns the last `count` error lines of a CRIU log, or its last lines when
 /// it has no error lines. A missing log yields nothing.
 pub fn log_tail(path: &Path, count: usize) -> Vec<String> {
@@ -17,11 +22,14 @@ pub fn log_tail(path: &Path, count: usize) -> Vec<String> {
     let errors: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| l.contains("Error (") && !HARMLESS.iter().any(|h| l.contains(h)))
+        .filter(|l| l.contains("Error (") && !is_harmless(l))
         .collect();
     let chosen = if errors.is_empty() { &lines } else { &errors };
     let start = chosen.len().saturating_sub(count);
-    chosen[start..].iter().map(|l| l.trim().to_string()).collect()
+    chosen[start..]
+        .iter()
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 #[cfg(test)]

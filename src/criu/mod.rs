@@ -138,7 +138,10 @@ fn run_check(binary: &Path) -> Result<(), SetupError> {
             Ok(o) => {
                 let mut text = String::from_utf8_lossy(&o.stderr).into_owned();
                 text.push_str(&String::from_utf8_lossy(&o.stdout));
-                let lines: Vec<&str> = text.lines().filter(|l| !l.contains("RLIMIT_NOFILE")).collect();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.contains("RLIMIT_NOFILE"))
+                    .collect();
                 lines[lines.len().saturating_sub(3)..].join(" | ")
             }
             Err(e) => e.to_string(),

@@ -15,7 +15,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use protobuf::Message;
 use rust_criu::rust_criu_protobuf::rpc::{Criu_req, Criu_req_type, Criu_resp};
 
-use super::log::log_tail;
+use super::log::{is_harmless, log_tail};
 
 /// Largest RPC message CRIU sends; responses are small, this leaves ample room.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -71,6 +71,13 @@ pub struct Swrk {
 impl Swrk {
     /// Starts `criu swrk` with one end of a fresh socketpair as its descriptor 3.
     pub fn spawn(binary: &Path) -> Result<Self, CriuError> {
+        Self::spawn_with_stdio(binary, [Stdio::null(), Stdio::null(), Stdio::null()])
+    }
+
+    /// Like [`Swrk::spawn`], with the given descriptors 0, 1 and 2. A restore's
+    /// `inherit_fd` entries name descriptors of the `criu swrk` process, so this
+    /// is how a restored task receives new stdio.
+    pub fn spawn_with_stdio(binary: &Path, stdio: [Stdio; 3]) -> Result<Self, CriuError> {
         let transport = |step| move |source| CriuError::Transport { step, source };
         let (ours, theirs) = socket::socketpair(
             AddressFamily::Unix,
@@ -82,12 +89,13 @@ impl Swrk {
 
         let theirs_raw = theirs.as_raw_fd();
         let mut command = Command::new(binary);
+        let [stdin, stdout, stderr] = stdio;
         command
             .arg("swrk")
             .arg("3")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr);
         // SAFETY: the closure runs in the forked child before exec and only calls
         // dup2, which is async-signal-safe. dup2 clears FD_CLOEXEC on the copy, so
         // CRIU inherits exactly this one end of the socketpair as descriptor 3.
@@ -104,7 +112,10 @@ impl Swrk {
             source,
         })?;
         drop(theirs);
-        Ok(Self { child, socket: ours })
+        Ok(Self {
+            child,
+            socket: ours,
+        })
     }
 
     /// PID of the `criu swrk` process.
@@ -191,7 +202,14 @@ fn check_response(
     if response.success() {
         return Ok(response);
     }
-    let message = if !response.cr_errmsg().is_empty() {
+    let tail = log_tail(log, LOG_TAIL_LINES);
+    // CRIU reports its first error, which can be a harmless one; the log's
+    // last error line is then the real cause.
+    let message = if !response.cr_errmsg().is_empty() && !is_harmless(response.cr_errmsg()) {
+        response.cr_errmsg().trim().to_string()
+    } else if let Some(last) = tail.last().filter(|l| l.contains("Error (")) {
+        strip_log_prefix(last).to_string()
+    } else if !response.cr_errmsg().is_empty() {
         response.cr_errmsg().trim().to_string()
     } else if response.cr_errno() != 0 {
         io::Error::from_raw_os_error(response.cr_errno()).to_string()
@@ -202,6 +220,11 @@ fn check_response(
         operation,
         message,
         log: log.to_path_buf(),
-        log_tail: log_tail(log, LOG_TAIL_LINES),
+        log_tail: tail,
     })
+}
+
+/// Drops the `(00.123456)      1: ` time and PID prefix of a CRIU log line.
+fn strip_log_prefix(line: &str) -> &str {
+    line.find("Error (").map_or(line, |start| &line[start..])
 }

@@ -28,7 +28,9 @@ pub const DEFAULT_RUNTIME_ROOT: &str = "/run/runc";
 /// Error from reading a container from its runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("container {container} not found by {runtime} (state root {root}); check the name with `{runtime} --root {root} list`")]
+    #[error(
+        "container {container} not found by {runtime} (state root {root}); check the name with `{runtime} --root {root} list`"
+    )]
     NotFound {
         container: ContainerId,
         runtime: String,
@@ -175,13 +177,18 @@ impl Container {
     /// Reads the mounts of the container's init process.
     pub fn mounts(&self) -> Result<Vec<mountinfo::MountInfo>, RuntimeError> {
         let path = PathBuf::from(format!("/proc/{}/mountinfo", self.pid));
-        let text = fs::read_to_string(&path).map_err(|source| RuntimeError::Proc { path, source })?;
+        let text =
+            fs::read_to_string(&path).map_err(|source| RuntimeError::Proc { path, source })?;
         Ok(mountinfo::parse(&text))
     }
 
     /// Mounts CRIU must record by key rather than by content.
     pub fn external_mounts(&self) -> Result<Vec<ExternalMount>, RuntimeError> {
-        Ok(classify_external_mounts(&self.spec, &self.bundle, &self.mounts()?))
+        Ok(classify_external_mounts(
+            &self.spec,
+            &self.bundle,
+            &self.mounts()?,
+        ))
     }
 
     /// Reads the CRIU-style ids (`pipe:[123]`) of the init process's descriptors 0, 1 and 2.

@@ -71,8 +71,10 @@ impl MountInfo {
 
 /// Options of a cgroup v1 mount that do not name a controller.
 fn is_generic_cgroup_option(option: &str) -> bool {
-    matches!(option, "rw" | "ro" | "clone_children" | "noprefix" | "xattr")
-        || option.starts_with("release_agent=")
+    matches!(
+        option,
+        "rw" | "ro" | "clone_children" | "noprefix" | "xattr"
+    ) || option.starts_with("release_agent=")
 }
 
 #[cfg(test)]

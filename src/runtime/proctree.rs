@@ -17,7 +17,11 @@ pub fn descendants(root: i32) -> Vec<i32> {
         };
         for task in tasks.flatten() {
             let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            queue.extend(children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+            queue.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
         }
     }
     let mut pids: Vec<i32> = seen.into_iter().collect();
