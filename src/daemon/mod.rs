@@ -12,6 +12,7 @@ pub mod exits;
 pub mod failure;
 pub mod metrics;
 pub mod oom;
+pub mod ops_backend;
 pub mod retention;
 pub mod status;
 pub mod supervisor;

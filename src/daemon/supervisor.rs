@@ -559,8 +559,10 @@ impl Supervisor {
 
     fn report_restore(&self, restored: &DebugContainerInfo) {
         let pids: Vec<String> = restored.pids.iter().map(i32::to_string).collect();
-        let gdb = format!("gdb -p {}", restored.pid);
-        let strace = format!("strace -p {}", restored.pid);
+        // The same commands that `ckpt restore` prints; the sysroot lets gdb load the
+        // container's libraries.
+        let gdb = format!("gdb -p {pid} -ex 'set sysroot /proc/{pid}/root'", pid = restored.pid);
+        let strace = format!("strace -f -p {}", restored.pid);
         tracing::info!(
             container = %restored.container,
             checkpoint = %restored.checkpoint,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::model::{CheckpointId, CheckpointOptions, ContainerId};
 
-pub use units::{ByteSize, HumanDuration, format_duration, parse_duration, parse_size};
+pub use units::{ByteSize, HumanDuration, format_duration};
 
 /// Default directory that `ckpt daemon` reads policies from.
 pub const DEFAULT_POLICY_DIR: &str = "/etc/ckpt/policies";

@@ -126,7 +126,7 @@ fn bad_duration_reports_value_position() {
     let (line, column, message) = invalid("container: web\ninterval: 30 seconds\n");
     assert_eq!((line, column), (2, 11));
     assert!(message.starts_with("field interval: invalid duration"), "{message}");
-    assert!(message.contains("expected numbers with units"), "{message}");
+    assert!(message.contains("unknown unit \" seconds\""), "{message}");
 }
 
 #[test]
