@@ -121,10 +121,15 @@ pub fn status(manifest: &Manifest) -> &'static str {
 }
 
 pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
-    let store = ctx.open_existing_store().map_err(|e| classify(e.into()))?;
-    let manifests = store
-        .list(args.container.as_ref())
-        .map_err(|e| classify(e.into()))?;
+    // A store is created by the first checkpoint; before that the listing is empty.
+    let manifests = if ctx.store_root.exists() {
+        let store = ctx.open_existing_store().map_err(|e| classify(e.into()))?;
+        store
+            .list(args.container.as_ref())
+            .map_err(|e| classify(e.into()))?
+    } else {
+        Vec::new()
+    };
     let mut out = io::stdout().lock();
 
     if args.json {

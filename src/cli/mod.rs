@@ -160,27 +160,23 @@ pub fn classify(error: anyhow::Error) -> Failure {
     use crate::store::StoreError;
 
     let is_input = error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<RuntimeError>(),
-            Some(RuntimeError::NotFound { .. })
-        ) || matches!(
-            cause.downcast_ref::<RestoreError>(),
-            Some(
-                RestoreError::NoCheckpoint { .. }
-                    | RestoreError::WrongContainer { .. }
-                    | RestoreError::InvalidName { .. }
-                    | RestoreError::NameTaken { .. }
+        cause
+            .downcast_ref::<CheckpointError>()
+            .is_some_and(CheckpointError::is_input_error)
+            || cause
+                .downcast_ref::<RestoreError>()
+                .is_some_and(RestoreError::is_input_error)
+            || cause
+                .downcast_ref::<RuntimeError>()
+                .is_some_and(RuntimeError::is_input_error)
+            || matches!(
+                cause.downcast_ref::<DebugError>(),
+                Some(DebugError::NotFound { .. })
             )
-        ) || matches!(
-            cause.downcast_ref::<DebugError>(),
-            Some(DebugError::NotFound { .. })
-        ) || matches!(
-            cause.downcast_ref::<CheckpointError>(),
-            Some(CheckpointError::Unsupported { .. })
-        ) || matches!(
-            cause.downcast_ref::<StoreError>(),
-            Some(StoreError::NotFound { .. } | StoreError::Ambiguous { .. })
-        )
+            || matches!(
+                cause.downcast_ref::<StoreError>(),
+                Some(StoreError::NotFound { .. } | StoreError::Ambiguous { .. })
+            )
     });
     if is_input {
         Failure::usage(error)

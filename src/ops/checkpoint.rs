@@ -76,6 +76,18 @@ pub enum CheckpointError {
     },
 }
 
+impl CheckpointError {
+    /// Whether the error is about the user's input (an unknown or unsuitable
+    /// container) rather than a failed operation.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Self::Runtime(e) => e.is_input_error(),
+            Self::Unsupported { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Result of a CRIU dump into an image directory.
 #[derive(Debug)]
 pub struct DumpOutcome {

@@ -94,6 +94,20 @@ pub enum RestoreError {
     },
 }
 
+impl RestoreError {
+    /// Whether the error is about the user's input rather than a failed operation.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Self::Store(e) => matches!(**e, StoreError::NotFound { .. } | StoreError::Ambiguous { .. }),
+            Self::NoCheckpoint { .. }
+            | Self::WrongContainer { .. }
+            | Self::InvalidName { .. }
+            | Self::NameTaken { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// JSON shape of `ckpt restore --json`: the debug container plus attach commands.
 #[derive(Debug, Serialize)]
 pub struct RestoreReport<'a> {
@@ -109,6 +123,13 @@ pub fn restore_paused(
     request: &RestoreRequest,
 ) -> Result<DebugContainer, RestoreError> {
     let criu = Criu::locate()?;
+    // No store yet means no checkpoint yet; an unreadable store is an error.
+    if !ctx.store_root.exists() {
+        return Err(RestoreError::NoCheckpoint {
+            container: request.container.clone(),
+            store: ctx.store_root.clone(),
+        });
+    }
     let store = ctx.open_existing_store()?;
 
     // Choose the checkpoint and the name.

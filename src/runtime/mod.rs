@@ -59,6 +59,13 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whether the error is about a name the user gave rather than a failure.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
 /// The runtime binary and state root to ask about containers.
 #[derive(Clone, Debug)]
 pub struct Runtime {
