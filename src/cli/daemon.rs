@@ -85,6 +85,7 @@ pub fn daemon(ctx: &Context, socket: &Path, args: DaemonArgs) -> CommandResult {
     };
     let backend = Arc::new(OpsBackend {
         store_root: ctx.store_root.clone(),
+        runtime_root: ctx.runtime_root.clone(),
     });
     runtime()?
         .block_on(crate::daemon::run(config, backend))

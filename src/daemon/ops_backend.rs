@@ -20,22 +20,27 @@ const PROBE_POLL: Duration = Duration::from_millis(20);
 /// Runs the operations against the store at `store_root`.
 pub struct OpsBackend {
     pub store_root: PathBuf,
+    /// Runtime state root for policies without `runtime_root`; runc's default when `None`.
+    pub runtime_root: Option<PathBuf>,
 }
 
 impl OpsBackend {
+    fn runtime_root(&self, policy: &Policy) -> Option<PathBuf> {
+        policy.runtime_root.clone().or_else(|| self.runtime_root.clone())
+    }
+
     fn context(&self, policy: Option<&Policy>) -> Context {
         Context {
             store_root: self.store_root.clone(),
-            runtime_root: policy.and_then(|policy| policy.runtime_root.clone()),
+            runtime_root: policy.and_then(|policy| self.runtime_root(policy)),
         }
     }
 
-    fn runtime(policy: &Policy) -> Runtime {
+    fn runtime(&self, policy: &Policy) -> Runtime {
         Runtime {
             binary: policy.runtime.clone(),
-            root: policy
-                .runtime_root
-                .clone()
+            root: self
+                .runtime_root(policy)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_ROOT)),
         }
     }
@@ -66,7 +71,7 @@ fn debug_info(debug: ops::DebugContainer) -> DebugContainerInfo {
 
 impl Backend for OpsBackend {
     fn container_state(&self, policy: &Policy) -> anyhow::Result<Option<ContainerState>> {
-        match Self::runtime(policy).container(&policy.container) {
+        match self.runtime(policy).container(&policy.container) {
             Ok(container) => Ok(Some(ContainerState {
                 pid: container.pid,
                 status: container.status,
@@ -135,7 +140,7 @@ impl Backend for OpsBackend {
     }
 
     fn probe_health(&self, policy: &Policy, probe: &HealthProbe) -> anyhow::Result<bool> {
-        let runtime = Self::runtime(policy);
+        let runtime = self.runtime(policy);
         let mut child = Command::new(&runtime.binary)
             .arg("--root")
             .arg(&runtime.root)
@@ -154,6 +159,8 @@ impl Backend for OpsBackend {
             }
             if Instant::now() >= deadline {
                 // The probe timed out: that counts as a failed probe, not an error.
+                // NOTE: killing `runc exec` does not kill the command inside the container,
+                // which may keep running until it ends by itself.
                 let _ = child.kill();
                 let _ = child.wait();
                 tracing::debug!(container = %policy.container, timeout_ms = probe.timeout.0.as_millis() as u64, "health probe timed out");
