@@ -1,3 +1,3 @@
-fn main() {
-    println!("ckpt");
+fn main() -> std::process::ExitCode {
+    ckpt::cli::main()
 }

@@ -1,0 +1,49 @@
+//! The operations ckpt performs on containers and debug containers.
+//!
+//! Each operation is a blocking function over a [`Context`]; the CLI calls
+//! them directly and the daemon calls them from blocking worker threads.
+
+pub mod cgroup;
+pub mod checkpoint;
+pub mod debug;
+pub mod restore;
+pub mod shim;
+
+use std::path::PathBuf;
+
+use crate::runtime::Runtime;
+use crate::store::{Store, StoreError};
+
+pub use checkpoint::{CheckpointError, checkpoint};
+pub use debug::{
+    DebugContainer, DebugError, DebugState, list as list_debug, remove as remove_debug,
+    resume as resume_debug,
+};
+pub use restore::{RestoreError, RestoreRequest, restore_paused};
+
+/// Default store location.
+pub const DEFAULT_STORE: &str = "/var/lib/ckpt";
+
+/// Where checkpoints live and which runtime runs the containers.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub store_root: PathBuf,
+    /// The runtime's state root; runc's default when `None`.
+    pub runtime_root: Option<PathBuf>,
+}
+
+impl Context {
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(self.runtime_root.as_deref())
+    }
+
+    /// Opens the store, creating it if needed (for operations that write).
+    pub fn open_store(&self) -> Result<Store, StoreError> {
+        Store::open(&self.store_root)
+    }
+
+    /// Opens an existing store (for operations that only read checkpoints).
+    pub fn open_existing_store(&self) -> Result<Store, StoreError> {
+        Store::open_existing(&self.store_root)
+    }
+}
