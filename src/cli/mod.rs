@@ -11,6 +11,7 @@ mod docs;
 mod images;
 pub mod output;
 mod policy;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,14 @@ pub enum Command {
         after_help = "Examples:\n  ckpt policy validate /etc/ckpt/policies/web.yaml\n  ckpt policy list --json"
     )]
     Policy(policy::PolicyCommand),
+    Verify(store::VerifyArgs),
+    Fsck(store::FsckArgs),
+    Gc(store::GcArgs),
+    Delete(store::DeleteArgs),
+    Export(store::ExportArgs),
+    Import(store::ImportArgs),
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),
     /// Internal: the reaper of a debug container.
@@ -112,6 +121,13 @@ pub fn main() -> ExitCode {
         Command::Status(args) => daemon::status(&cli.socket, args),
         Command::Events(args) => daemon::events(&ctx, args),
         Command::Policy(command) => policy::run(command),
+        Command::Verify(args) => store::verify(&ctx, args),
+        Command::Fsck(args) => store::fsck(&ctx, args),
+        Command::Gc(args) => store::gc(&ctx, args),
+        Command::Delete(args) => store::delete(&ctx, args),
+        Command::Export(args) => store::export(&ctx, args),
+        Command::Import(args) => store::import(&ctx, args),
+        Command::Store(command) => store::run(&ctx, command),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
@@ -190,10 +206,9 @@ pub fn classify(error: anyhow::Error) -> Failure {
                 cause.downcast_ref::<DebugError>(),
                 Some(DebugError::NotFound { .. })
             )
-            || matches!(
-                cause.downcast_ref::<StoreError>(),
-                Some(StoreError::NotFound { .. } | StoreError::Ambiguous { .. })
-            )
+            || cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_input_error)
     });
     if is_input {
         Failure::usage(error)

@@ -151,6 +151,8 @@ impl Backend for LocalDir {
 /// Flushes the directory entry of `path` to disk, so that a rename or removal survives a crash.
 pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
+        // A bare file name lives in the current directory.
+        Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new(".")),
         Some(parent) => sync_dir(parent),
         None => Ok(()),
     }

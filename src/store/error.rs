@@ -83,6 +83,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the error comes from what the user named or supplied (an unknown or
+    /// ambiguous checkpoint, a rejected archive) rather than from the store failing.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound { .. }
+                | StoreError::Ambiguous { .. }
+                | StoreError::AlreadyExists { .. }
+                | StoreError::ArchiveRejected { .. }
+                | StoreError::ArchiveMetadata { .. }
+        )
+    }
+
     /// Wraps an I/O error of `step` on `path`.
     pub(crate) fn io(step: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
         StoreError::Io {

@@ -99,18 +99,6 @@ pub struct StoreStats {
     pub dedup_ratio: f64,
 }
 
-/// Formats an error and its sources on one line, separated by `: `.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Chunks referenced by the committed checkpoints, and the manifests that could not be read.
 struct References {
     chunks: HashSet<ChunkHash>,
@@ -154,11 +142,11 @@ impl Store {
                     error: None,
                 },
                 Err(e) => {
-                    tracing::warn!(checkpoint = %id, error = %error_chain(&e), "checkpoint failed verification");
+                    tracing::warn!(checkpoint = %id, error = %crate::error::chain(&e), "checkpoint failed verification");
                     CheckpointCheck {
                         id: id.to_string(),
                         bytes: 0,
-                        error: Some(error_chain(&e)),
+                        error: Some(crate::error::chain(&e)),
                     }
                 }
             };
