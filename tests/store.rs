@@ -683,3 +683,92 @@ fn walk_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files.sort();
     files
 }
+
+fn run_ckpt(store: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("CKPT_SOCKET")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_store_commands_report_and_exit() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let manifest = commit_variant(&store, "web", &random_bytes(1 << 20)).unwrap();
+    let id = manifest.meta.id.to_string();
+
+    let (code, stdout, _) = run_ckpt(&root, &["verify"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains(&format!("{id}  ok")), "{stdout}");
+
+    let (code, stdout, _) = run_ckpt(&root, &["store", "stats", "--json"]);
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats["checkpoints"], 1);
+
+    let archive = temp.path().join("out.tar.zst");
+    let (code, _, stderr) = run_ckpt(
+        &root,
+        &["export", &id[..20], "-o", archive.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_ckpt(&root, &["import", archive.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("ckpt: checkpoint {id} already exists in the store")
+    );
+
+    let evil = temp.path().join("evil.tar");
+    let mut entries = valid_entries();
+    entries.insert(0, RawEntry::file("../evil", b"x"));
+    fs::write(&evil, raw_tar(&entries)).unwrap();
+    let (code, _, stderr) = run_ckpt(&root, &["import", evil.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "ckpt: archive {} rejected: entry ../evil contains '..'",
+            evil.display()
+        )
+    );
+
+    let (code, _, stderr) = run_ckpt(&root, &["delete", "19990101"]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.trim(), "ckpt: no checkpoint matches \"19990101\"");
+
+    // Corrupt every pack: verify fails with exit code 1 and names the checkpoint.
+    for entry in fs::read_dir(root.join("packs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            let mut bytes = fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+            fs::write(&path, bytes).unwrap();
+        }
+    }
+    let (code, stdout, stderr) = run_ckpt(&root, &["verify"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(&format!("{id}  corrupt")), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "ckpt: 1 of 1 checkpoints failed verification"
+    );
+
+    let (code, stdout, _) = run_ckpt(&root, &["fsck"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!("no problems found in store {}", root.display())
+    );
+}

@@ -30,8 +30,8 @@ pub struct VerifyArgs {
 ///
 /// Without --repair nothing changes and the exit code is 1 when problems are found.
 /// With --repair, stale staging directories, temporary files, orphan and unreferenced
-/// packs are removed, damaged pack indexes are rebuilt from their packs, and corrupt
-/// manifests are renamed to *.manifest.corrupt; the exit code is 1 only when
+/// packs are removed. Damaged pack indexes are rebuilt from their packs, and corrupt
+/// manifests are renamed to *.manifest.corrupt. The exit code is then 1 only when
 /// checkpoints remain that cannot be restored.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  ckpt fsck\n  ckpt fsck --repair")]

@@ -417,7 +417,7 @@ fn extract(
         let copied = io::copy(&mut (&mut entry).take(size), &mut out).map_err(|e| {
             if super::error::is_no_space(&e) {
                 StoreError::NoSpace {
-                    what: format!("imported file {shown}"),
+                    object: format!("imported file {shown}"),
                     root: dest.to_path_buf(),
                 }
             } else {

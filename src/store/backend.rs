@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 /// Storage of immutable objects addressed by `/`-separated keys.
 pub trait Backend: Send + Sync + fmt::Debug {
-    /// Where `key` lives, for messages.
+    /// Returns the path (or URL) of `key`, for messages.
     fn location(&self, key: &str) -> PathBuf;
 
     /// Publishes the finished local file `file` under `key`, consuming the file.

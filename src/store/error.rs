@@ -16,8 +16,8 @@ pub enum StoreError {
         source: io::Error,
     },
 
-    #[error("no space left on device while writing {what} in store {root}")]
-    NoSpace { what: String, root: PathBuf },
+    #[error("no space left on device while writing {object} in store {root}")]
+    NoSpace { object: String, root: PathBuf },
 
     #[error(
         "store {path} is not readable: {reason}; check the path and its permissions \
@@ -83,8 +83,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the error comes from what the user named or supplied (an unknown or
-    /// ambiguous checkpoint, a rejected archive) rather than from the store failing.
+    /// Returns true when the error comes from what the user named or supplied (an unknown
+    /// or ambiguous checkpoint, a rejected archive) rather than from the store failing.
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
@@ -105,10 +105,10 @@ impl StoreError {
         }
     }
 
-    /// Wraps an I/O error met while writing `what` into the store at `root`, turning ENOSPC
+    /// Wraps an I/O error met while writing `object` into the store at `root`, turning ENOSPC
     /// and EDQUOT into [`StoreError::NoSpace`] so that a full disk reads as such.
     pub(crate) fn write(
-        what: impl FnOnce() -> String,
+        object: impl FnOnce() -> String,
         root: &Path,
         step: &'static str,
         path: impl AsRef<Path>,
@@ -116,7 +116,7 @@ impl StoreError {
     ) -> Self {
         if is_no_space(&source) {
             StoreError::NoSpace {
-                what: what(),
+                object: object(),
                 root: root.to_path_buf(),
             }
         } else {
@@ -125,7 +125,7 @@ impl StoreError {
     }
 }
 
-/// Whether `error` means the file system is full or the quota is exhausted.
+/// Returns true when `error` means the file system is full or the quota is exhausted.
 pub(crate) fn is_no_space(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),

@@ -102,18 +102,34 @@ pub struct FileEntry {
     pub chunks: Vec<ChunkRef>,
 }
 
-/// One chunk of a file, in file order.
+/// One chunk of a file, in file order. Serialized as the pair `["<hash>", size]`,
+/// because a 1 GiB page image has 131072 of them and field names would double the
+/// manifest's size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(ChunkHash, u32)", into = "(ChunkHash, u32)")]
 pub struct ChunkRef {
     pub hash: ChunkHash,
     /// Uncompressed length in bytes.
     pub size: u32,
 }
 
-/// Encodes a manifest as its header line followed by its JSON body.
+impl From<(ChunkHash, u32)> for ChunkRef {
+    fn from((hash, size): (ChunkHash, u32)) -> Self {
+        ChunkRef { hash, size }
+    }
+}
+
+impl From<ChunkRef> for (ChunkHash, u32) {
+    fn from(chunk: ChunkRef) -> Self {
+        (chunk.hash, chunk.size)
+    }
+}
+
+/// Encodes a manifest as its header line followed by its compact JSON body.
 pub fn encode_manifest(manifest: &Manifest) -> Vec<u8> {
-    // Serializing plain structs of strings and numbers cannot fail.
-    let body = serde_json::to_vec_pretty(manifest).unwrap_or_default();
+    // serde_json fails only on maps with non-string keys and on failing Serialize impls;
+    // these types have neither.
+    let body = serde_json::to_vec(manifest).unwrap_or_default();
     let checksum = blake3::hash(&body).to_hex();
     let mut out = format!("{MANIFEST_MAGIC} {MANIFEST_VERSION} blake3={checksum}\n").into_bytes();
     out.extend_from_slice(&body);
@@ -183,7 +199,7 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// How a record's bytes are stored.
+/// Encoding of a record's stored bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Codec {
@@ -202,7 +218,7 @@ impl Codec {
     }
 }
 
-/// Where a chunk's record sits inside a pack.
+/// Position and lengths of a chunk's record inside a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordLocation {
     /// Offset of the record header within the pack.

@@ -29,7 +29,7 @@ pub struct CheckpointCheck {
     pub id: String,
     /// Bytes read and checked.
     pub bytes: u64,
-    /// Why the checkpoint failed, with its cause chain; `None` when it verified.
+    /// Failure with its cause chain; `None` when the checkpoint verified.
     pub error: Option<String>,
 }
 
@@ -72,7 +72,7 @@ pub struct FsckReport {
 }
 
 impl FsckReport {
-    /// Whether the store has no problems left that the checkpoints depend on.
+    /// Returns true when fsck found nothing to report.
     pub fn is_clean(&self) -> bool {
         self.stale_staging.is_empty()
             && self.temp_files.is_empty()
@@ -142,7 +142,7 @@ impl Store {
                     error: None,
                 },
                 Err(e) => {
-                    tracing::warn!(checkpoint = %id, error = %crate::error::chain(&e), "checkpoint failed verification");
+                    tracing::debug!(checkpoint = %id, error = %crate::error::chain(&e), "checkpoint failed verification");
                     CheckpointCheck {
                         id: id.to_string(),
                         bytes: 0,
@@ -496,7 +496,7 @@ impl Store {
     }
 }
 
-/// Whether another process holds the lock file at `path`; a missing file is not locked.
+/// Returns true when another process holds the lock file at `path`. A missing file is not locked.
 fn is_locked(path: &Path) -> Result<bool, StoreError> {
     let file = match fs::File::open(path) {
         Ok(file) => file,

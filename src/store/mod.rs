@@ -534,12 +534,12 @@ impl Store {
 
     fn write_error(
         &self,
-        what: &str,
+        object: &str,
         step: &'static str,
         path: impl AsRef<Path>,
         e: io::Error,
     ) -> StoreError {
-        StoreError::write(|| what.to_string(), &self.root, step, path, e)
+        StoreError::write(|| object.to_string(), &self.root, step, path, e)
     }
 }
 

@@ -79,9 +79,9 @@ impl PackWriter {
             stored_len: data.len() as u32,
             codec,
         };
-        let what = || format!("chunk {hash}");
-        self.write_bytes(&format::encode_record_header(hash, &location), what)?;
-        self.write_bytes(data, what)?;
+        let object = || format!("chunk {hash}");
+        self.write_bytes(&format::encode_record_header(hash, &location), object)?;
+        self.write_bytes(data, object)?;
         self.entries.push((*hash, location));
         Ok(location)
     }
@@ -89,11 +89,11 @@ impl PackWriter {
     fn write_bytes(
         &mut self,
         data: &[u8],
-        what: impl FnOnce() -> String,
+        object: impl FnOnce() -> String,
     ) -> Result<(), StoreError> {
         self.file.write_all(data).map_err(|e| {
             let path = self.file.get_ref().path().to_path_buf();
-            StoreError::write(what, &self.root, "write pack", path, e)
+            StoreError::write(object, &self.root, "write pack", path, e)
         })?;
         self.hasher.update(data);
         self.len += data.len() as u64;
