@@ -149,7 +149,7 @@ fn events(env: &TestEnv) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&output).unwrap().as_array().cloned().unwrap()
 }
 
-/// Polls `condition` every 50 ms until it holds or `limit` passes; returns whether it held.
+/// Polls `condition` every 50 ms until it is true or `limit` passes. Returns its last value.
 fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -209,7 +209,7 @@ fn crash_restores_paused_debug_container() {
     assert_eq!(debug["container"], container.id.as_str());
     let chosen = debug["checkpoint"].as_str().unwrap().to_string();
     // The chosen checkpoint is the newest at the crash, or one the daemon took between the
-    // crash and init's exit; either way it is listed and good.
+    // crash and init's exit. Either way it is listed and good.
     assert!(chosen >= newest_before_crash, "restored {chosen}, older than {newest_before_crash}");
     let listed = checkpoints(&env, &container);
     let entry = listed.as_array().unwrap().iter().find(|c| c["id"] == chosen.as_str()).expect("chosen checkpoint listed");
@@ -228,7 +228,7 @@ fn crash_restores_paused_debug_container() {
     let status = daemon.status_json(&env);
     assert_eq!(status["containers"][0]["failures_detected"], 1);
 
-    // The debug container holds the crashed workload's state: same token, and a counter no
+    // The debug container contains the crashed workload's state: same token, and a counter no
     // later than at the crash.
     let name = debug["name"].as_str().unwrap().to_string();
     env.ckpt_ok(&["resume", &name]);

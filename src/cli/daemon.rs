@@ -54,11 +54,14 @@ fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
     metrics::check_address(address).map_err(|err| err.to_string())
 }
 
-/// Sets up logging for the daemon: info level unless `CKPT_LOG` says otherwise.
+/// Sets up logging for the daemon: info level unless `CKPT_LOG` sets a filter.
 fn init_daemon_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CKPT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("ckpt=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -256,7 +259,7 @@ pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
 }
 
 /// Asks the running daemon to checkpoint `container`, so that the checkpoint holds the
-/// container's lock like a scheduled one. Returns `None` when no daemon answers on `socket`
+/// container's lock like a scheduled one. Returns `None` when no daemon listens on `socket`
 /// or the daemon has no policy for the container; the caller then checkpoints directly.
 pub fn checkpoint_through_daemon(
     socket: &Path,

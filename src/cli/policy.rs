@@ -134,7 +134,11 @@ fn list(args: PolicyListArgs) -> CommandResult {
     } else {
         Err(Failure {
             code: EXIT_USAGE,
-            error: anyhow::anyhow!("{} policy files are invalid and would not be applied", set.errors.len()),
+            error: anyhow::anyhow!(
+                "{} of {} policy files are invalid and would not be applied",
+                set.errors.len(),
+                set.errors.len() + set.policies.len()
+            ),
         })
     }
 }

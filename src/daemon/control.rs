@@ -63,7 +63,7 @@ pub enum ListenError {
 }
 
 /// Binds the control socket with mode 0600 in a 0700 directory. A socket file left by a
-/// daemon that died is replaced; one that still answers is an error.
+/// daemon that died is replaced; one that still accepts connections is an error.
 pub async fn bind(path: &Path) -> Result<UnixListener, ListenError> {
     if let Some(dir) = path.parent() {
         fsutil::create_private_dir_all(dir).map_err(|source| ListenError::CreateDir {
@@ -248,8 +248,10 @@ impl Daemon for ControlService {
 /// Error from reaching the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("the daemon is not running (no socket at {path})")]
+    #[error("the daemon is not running: nothing answers on {path}")]
     NotRunning { path: PathBuf },
+    #[error("permission denied on {path}: the daemon serves only root")]
+    Denied { path: PathBuf },
     #[error("failed to connect to the daemon at {path}")]
     Connect {
         path: PathBuf,
@@ -261,10 +263,18 @@ pub enum ConnectError {
 /// Connects to the daemon's socket. Returns [`ConnectError::NotRunning`] when nothing
 /// listens there, so that callers can fall back to working on the store directly.
 pub async fn connect(path: &Path) -> Result<DaemonClient<Channel>, ConnectError> {
-    if UnixStream::connect(path).await.is_err() {
-        return Err(ConnectError::NotRunning {
-            path: path.to_path_buf(),
-        });
+    match UnixStream::connect(path).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(ConnectError::Denied {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(_) => {
+            return Err(ConnectError::NotRunning {
+                path: path.to_path_buf(),
+            });
+        }
     }
     let socket = path.to_path_buf();
     // The URI is required by the HTTP/2 layer but unused: the connector always dials the socket.

@@ -196,8 +196,8 @@ async fn crash_restores_last_good_checkpoint() {
     let restored = wait_for(Duration::from_secs(3), || !lock(&harness.backend.restores).is_empty()).await;
 
     assert!(restored, "no restore after the crash");
-    let taken = lock(&harness.backend.checkpoints).len();
-    assert!(taken >= 2, "only {taken} checkpoints before the crash");
+    let checkpoints_taken = lock(&harness.backend.checkpoints).len();
+    assert!(checkpoints_taken >= 2, "only {checkpoints_taken} checkpoints before the crash");
     assert_eq!(Some(&lock(&harness.backend.restores)[0]), newest_before_crash.as_ref().map(|r| &r.id));
     let events = read_events(harness.store.path(), 100).unwrap();
     let failure = events.iter().find(|e| e.kind == EventKind::Failure).expect("no failure event");

@@ -78,8 +78,10 @@ health:
     assert_eq!(policy.retention.max_total_size.unwrap().0, 10 << 30);
     assert_eq!(policy.retention.pinned[0].as_str(), "20260101T000000Z-abcdef");
     let options = policy.checkpoint_options();
-    assert!(options.tcp_established && options.file_locks);
-    assert!(options.skip_in_flight && options.ext_unix_sk);
+    assert!(options.tcp_established);
+    assert!(options.file_locks);
+    assert!(options.skip_in_flight);
+    assert!(options.ext_unix_sk);
     assert_eq!(options.ghost_limit, Some(1 << 20));
     assert_eq!(policy.checkpoint.compression_level, 9);
     assert_eq!(policy.on_failure.exit_codes, ExitCodes::List([1, 139].into()));
