@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`images`]: native decoding of CRIU image directories for inspect, diff and memgrep.
 //! - [`model`]: identifiers and records shared by every other module.
 //! - [`criu`]: locating and checking CRIU, and the `criu swrk` RPC driver.
 //! - [`fsutil`]: private (0700/0600) directories and atomic, durable file writes.
@@ -22,6 +23,7 @@ pub mod criu;
 pub mod daemon;
 pub mod error;
 pub mod fsutil;
+pub mod images;
 pub mod model;
 pub mod ops;
 pub mod policy;

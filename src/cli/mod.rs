@@ -7,6 +7,7 @@
 mod checkpoints;
 mod daemon;
 mod debug;
+mod images;
 mod policy;
 pub mod output;
 
@@ -56,6 +57,10 @@ pub enum Command {
     Ps(debug::PsArgs),
     Resume(debug::NameArgs),
     Rm(debug::RmArgs),
+    Debug(debug::DebugArgs),
+    Inspect(images::InspectArgs),
+    Diff(images::DiffArgs),
+    Memgrep(images::MemgrepArgs),
     Daemon(daemon::DaemonArgs),
     Status(daemon::StatusArgs),
     Events(daemon::EventsArgs),
@@ -93,6 +98,10 @@ pub fn main() -> ExitCode {
         Command::Ps(args) => debug::ps(&ctx, args),
         Command::Resume(args) => debug::resume(&ctx, args),
         Command::Rm(args) => debug::rm(&ctx, args),
+        Command::Debug(args) => debug::debug(&ctx, args),
+        Command::Inspect(args) => images::inspect(&ctx, args),
+        Command::Diff(args) => images::diff(&ctx, args),
+        Command::Memgrep(args) => images::memgrep(&ctx, args),
         Command::Daemon(args) => daemon::daemon(&ctx, &cli.socket, args),
         Command::Status(args) => daemon::status(&cli.socket, args),
         Command::Events(args) => daemon::events(&ctx, args),
