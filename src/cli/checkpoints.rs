@@ -50,7 +50,9 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
             || args.ext_unix_sk
             || args.ghost_limit.is_some();
         if flags_given {
-            eprintln!("ckpt: warning: the daemon took this checkpoint with the CRIU options of the container's policy; the option flags were not applied");
+            eprintln!(
+                "ckpt: warning: the daemon took this checkpoint with the CRIU options of the container's policy; the option flags were not applied"
+            );
         }
         let mut out = io::stdout().lock();
         let _ = writeln!(

@@ -48,9 +48,9 @@ pub enum LogFormat {
 }
 
 fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
-    let address: SocketAddr = text
-        .parse()
-        .map_err(|_| format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9184"))?;
+    let address: SocketAddr = text.parse().map_err(|_| {
+        format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9184")
+    })?;
     metrics::check_address(address).map_err(|err| err.to_string())
 }
 
@@ -135,7 +135,12 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
         let reply = client
             .status(proto::StatusRequest {})
             .await
-            .map_err(|status| anyhow::anyhow!("the daemon failed to report its status: {}", status.message()))?;
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "the daemon failed to report its status: {}",
+                    status.message()
+                )
+            })?;
         anyhow::Ok(reply.into_inner())
     });
     let reply = reply.map_err(Failure::failed)?;
@@ -175,14 +180,31 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
     } else {
         let now = Utc::now();
         let mut table = Table::new(&[
-            "CONTAINER", "STATE", "INTERVAL", "NEXT", "TAKEN", "FAILED", "FAILURES", "LAST GOOD", "LAST RESULT",
+            "CONTAINER",
+            "STATE",
+            "INTERVAL",
+            "NEXT",
+            "TAKEN",
+            "FAILED",
+            "FAILURES",
+            "LAST GOOD",
+            "LAST RESULT",
         ]);
         for c in &reply.containers {
             let next = chrono::DateTime::parse_from_rfc3339(&c.next_checkpoint)
-                .map(|at| format!("in {} s", (at.with_timezone(&Utc) - now).num_seconds().max(0)))
+                .map(|at| {
+                    format!(
+                        "in {} s",
+                        (at.with_timezone(&Utc) - now).num_seconds().max(0)
+                    )
+                })
                 .unwrap_or_else(|_| "-".to_string());
             let last_good = match chrono::DateTime::parse_from_rfc3339(&c.last_good_time) {
-                Ok(at) => format!("{} ({})", c.last_good_checkpoint, output::age(at.with_timezone(&Utc), now)),
+                Ok(at) => format!(
+                    "{} ({})",
+                    c.last_good_checkpoint,
+                    output::age(at.with_timezone(&Utc), now)
+                ),
                 Err(_) => "-".to_string(),
             };
             table.row(vec![
@@ -200,7 +222,10 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
         let _ = table.write(&mut out);
     }
     if !reply.policy_errors.is_empty() {
-        let _ = writeln!(out, "\ninvalid policy files (a previous version stays in force where there was one):");
+        let _ = writeln!(
+            out,
+            "\ninvalid policy files (a previous version stays in force where there was one):"
+        );
         for error in &reply.policy_errors {
             let _ = writeln!(out, "  {error}");
         }
@@ -225,7 +250,8 @@ pub struct EventsArgs {
 
 pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
     // Read everything kept, then filter, so that --limit applies to the container's events.
-    let mut events = read_events(&ctx.store_root, usize::MAX).map_err(|err| Failure::failed(err.into()))?;
+    let mut events =
+        read_events(&ctx.store_root, usize::MAX).map_err(|err| Failure::failed(err.into()))?;
     if let Some(container) = &args.container {
         events.retain(|event| &event.container == container);
     }
@@ -247,10 +273,15 @@ pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
     let mut table = Table::new(&["TIME", "KIND", "CONTAINER", "CHECKPOINT", "MESSAGE"]);
     for event in events {
         table.row(vec![
-            event.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            event
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             event.kind.as_str().to_string(),
             event.container.to_string(),
-            event.checkpoint.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
+            event
+                .checkpoint
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string),
             event.message.clone(),
         ]);
     }
@@ -277,7 +308,10 @@ pub fn checkpoint_through_daemon(
         match client.checkpoint(request).await {
             Ok(reply) => Ok(Some(reply.into_inner())),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(anyhow::anyhow!("the daemon failed to checkpoint {container}: {}", status.message())),
+            Err(status) => Err(anyhow::anyhow!(
+                "the daemon failed to checkpoint {container}: {}",
+                status.message()
+            )),
         }
     });
     result.map_err(Failure::failed)

@@ -8,8 +8,8 @@ mod checkpoints;
 mod daemon;
 mod debug;
 mod images;
-mod policy;
 pub mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -27,10 +27,25 @@ pub fn check_address(address: SocketAddr) -> Result<SocketAddr, NotLoopback> {
 pub fn render(statuses: &[ContainerStatus]) -> String {
     type Sample = fn(&ContainerStatus) -> Option<f64>;
     /// Name, type, help, and the samples as (name suffix, value).
-    type Family = (&'static str, &'static str, &'static str, &'static [(&'static str, Sample)]);
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [(&'static str, Sample)],
+    );
     let families: [Family; 7] = [
-        ("ckpt_checkpoints_taken_total", "counter", "Checkpoints taken and stored.", &[("", |s| Some(s.checkpoints_taken as f64))]),
-        ("ckpt_checkpoints_failed_total", "counter", "Checkpoint attempts that failed.", &[("", |s| Some(s.checkpoints_failed as f64))]),
+        (
+            "ckpt_checkpoints_taken_total",
+            "counter",
+            "Checkpoints taken and stored.",
+            &[("", |s| Some(s.checkpoints_taken as f64))],
+        ),
+        (
+            "ckpt_checkpoints_failed_total",
+            "counter",
+            "Checkpoint attempts that failed.",
+            &[("", |s| Some(s.checkpoints_failed as f64))],
+        ),
         (
             "ckpt_checkpoint_duration_seconds",
             "summary",
@@ -40,15 +55,34 @@ pub fn render(statuses: &[ContainerStatus]) -> String {
                 ("_count", |s| Some(s.checkpoint_seconds_count as f64)),
             ],
         ),
-        ("ckpt_frozen_seconds", "gauge", "Time the container stayed frozen during its last checkpoint.", &[("", |s| Some(s.last_frozen_time_us as f64 / 1e6))]),
-        ("ckpt_stored_bytes_total", "counter", "Bytes that checkpoints added to the store since the daemon started.", &[("", |s| Some(s.bytes_stored as f64))]),
+        (
+            "ckpt_frozen_seconds",
+            "gauge",
+            "Time the container stayed frozen during its last checkpoint.",
+            &[("", |s| Some(s.last_frozen_time_us as f64 / 1e6))],
+        ),
+        (
+            "ckpt_stored_bytes_total",
+            "counter",
+            "Bytes that checkpoints added to the store since the daemon started.",
+            &[("", |s| Some(s.bytes_stored as f64))],
+        ),
         (
             "ckpt_last_good_checkpoint_timestamp_seconds",
             "gauge",
             "Unix time of the last good checkpoint.",
-            &[("", |s| s.last_good.as_ref().map(|(_, time)| time.timestamp() as f64))],
+            &[("", |s| {
+                s.last_good
+                    .as_ref()
+                    .map(|(_, time)| time.timestamp() as f64)
+            })],
         ),
-        ("ckpt_failures_detected_total", "counter", "Container failures detected.", &[("", |s| Some(s.failures_detected as f64))]),
+        (
+            "ckpt_failures_detected_total",
+            "counter",
+            "Container failures detected.",
+            &[("", |s| Some(s.failures_detected as f64))],
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, samples) in families {
@@ -57,7 +91,11 @@ pub fn render(statuses: &[ContainerStatus]) -> String {
         for status in statuses {
             for (suffix, value) in samples {
                 if let Some(value) = value(status) {
-                    let _ = writeln!(out, "{name}{suffix}{{container=\"{}\"}} {value}", status.container);
+                    let _ = writeln!(
+                        out,
+                        "{name}{suffix}{{container=\"{}\"}} {value}",
+                        status.container
+                    );
                 }
             }
         }
@@ -109,19 +147,44 @@ mod tests {
 
     #[test]
     fn render_labels_each_container() {
-        let mut web = ContainerStatus::new("web".parse().unwrap(), PathBuf::from("/p/web.yaml"), Duration::from_secs(30));
+        let mut web = ContainerStatus::new(
+            "web".parse().unwrap(),
+            PathBuf::from("/p/web.yaml"),
+            Duration::from_secs(30),
+        );
         web.checkpoints_taken = 3;
         web.last_frozen_time_us = 25_000;
         web.checkpoint_seconds_sum = 1.5;
         web.checkpoint_seconds_count = 3;
         let text = render(&[web]);
-        assert!(text.contains("ckpt_checkpoints_taken_total{container=\"web\"} 3\n"), "{text}");
-        assert!(text.contains("ckpt_frozen_seconds{container=\"web\"} 0.025\n"), "{text}");
-        assert!(text.contains("# TYPE ckpt_failures_detected_total counter\n"), "{text}");
-        assert!(text.contains("# TYPE ckpt_checkpoint_duration_seconds summary\n"), "{text}");
-        assert!(text.contains("ckpt_checkpoint_duration_seconds_sum{container=\"web\"} 1.5\n"), "{text}");
-        assert!(text.contains("ckpt_checkpoint_duration_seconds_count{container=\"web\"} 3\n"), "{text}");
+        assert!(
+            text.contains("ckpt_checkpoints_taken_total{container=\"web\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ckpt_frozen_seconds{container=\"web\"} 0.025\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ckpt_failures_detected_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ckpt_checkpoint_duration_seconds summary\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ckpt_checkpoint_duration_seconds_sum{container=\"web\"} 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ckpt_checkpoint_duration_seconds_count{container=\"web\"} 3\n"),
+            "{text}"
+        );
         // No good checkpoint yet: the timestamp is left out rather than reported as 0.
-        assert!(!text.contains("ckpt_last_good_checkpoint_timestamp_seconds{"), "{text}");
+        assert!(
+            !text.contains("ckpt_last_good_checkpoint_timestamp_seconds{"),
+            "{text}"
+        );
     }
 }
