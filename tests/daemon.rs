@@ -511,3 +511,66 @@ fn retention_keeps_last_good_checkpoint() {
     assert_eq!(list[1]["status"], "good");
     assert!(events(&env).iter().any(|e| e["kind"] == "retention"));
 }
+
+/// A workload whose subshell fills memory on SIGUSR2, so that the kernel OOM-kills it
+/// while init keeps running.
+const OOM_WORKLOAD: &str = r#"#!/bin/sh
+token=$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
+trap '( x=$(head -c 400000000 /dev/zero | tr "\0" a) )' USR2
+i=0
+while true; do
+  i=$((i+1))
+  echo "token=$token counter=$i"
+  sleep 0.2
+done
+"#;
+
+#[test]
+fn oom_kill_restores_paused_debug_container() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let bundle = env.bundle("oom-bundle", OOM_WORKLOAD);
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    config["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 64u64 << 20 });
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let container = env.start(&bundle);
+    let daemon = Daemon::start(&env);
+    daemon.write_policy("web.yaml", &policy(&container, ""));
+    let one = wait_until(Duration::from_secs(15), || {
+        count_checkpoints(&env, &container) >= 1
+    });
+    assert!(one, "no checkpoint; daemon log:\n{}", daemon.log());
+
+    let output = container.runc(&["kill", &container.id, "USR2"]);
+    assert!(
+        output.status.success(),
+        "runc kill USR2: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let restored = wait_until(Duration::from_secs(10), || {
+        !debug_containers(&env).is_empty()
+    });
+    assert!(
+        restored,
+        "no debug container after the OOM kill; daemon log:\n{}",
+        daemon.log()
+    );
+
+    let events = events(&env);
+    let failure = events
+        .iter()
+        .find(|e| e["kind"] == "failure")
+        .expect("failure event");
+    assert_eq!(failure["details"]["cause"], "oom_kill");
+    assert_eq!(
+        container.status(),
+        "running",
+        "the OOM kill should have hit the subshell, not init"
+    );
+    let (_, counter) = container.last_state().unwrap();
+    container.wait_for_output(&format!("counter={}", counter + 2), Duration::from_secs(5));
+}
