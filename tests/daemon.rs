@@ -540,10 +540,14 @@ fn oom_kill_restores_paused_debug_container() {
     let container = env.start(&bundle);
     let daemon = Daemon::start(&env);
     daemon.write_policy("web.yaml", &policy(&container, ""));
-    let one = wait_until(Duration::from_secs(15), || {
+    let first_checkpoint = wait_until(Duration::from_secs(15), || {
         count_checkpoints(&env, &container) >= 1
     });
-    assert!(one, "no checkpoint; daemon log:\n{}", daemon.log());
+    assert!(
+        first_checkpoint,
+        "no checkpoint; daemon log:\n{}",
+        daemon.log()
+    );
 
     let output = container.runc(&["kill", &container.id, "USR2"]);
     assert!(

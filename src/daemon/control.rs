@@ -310,3 +310,47 @@ pub async fn connect(path: &Path) -> Result<DaemonClient<Channel>, ConnectError>
         })?;
     Ok(DaemonClient::new(channel))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn socket_is_private_and_single_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/ckpt.sock");
+
+        let listener = bind(&socket).await.unwrap();
+        assert_eq!(mode(&socket), 0o600);
+        assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+        // A second daemon must not take over a socket that accepts connections.
+        let second = bind(&socket).await;
+        assert!(
+            matches!(second, Err(ListenError::InUse { .. })),
+            "{second:?}"
+        );
+
+        // A socket file left by a daemon that died is replaced.
+        drop(listener);
+        let replaced = bind(&socket).await;
+        assert!(replaced.is_ok(), "{replaced:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_without_daemon_reports_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = connect(&dir.path().join("none.sock")).await;
+        assert!(
+            matches!(result, Err(ConnectError::NotRunning { .. })),
+            "{:?}",
+            result.err()
+        );
+    }
+}
