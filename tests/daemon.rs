@@ -578,3 +578,52 @@ fn oom_kill_restores_paused_debug_container() {
     let (_, counter) = container.last_state().unwrap();
     container.wait_for_output(&format!("counter={}", counter + 2), Duration::from_secs(5));
 }
+
+#[test]
+fn control_api_rejects_non_root_peer() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let daemon = Daemon::start(&env);
+    let listening = wait_until(Duration::from_secs(10), || daemon.socket.exists());
+    assert!(listening, "no socket; daemon log:\n{}", daemon.log());
+
+    // Open the path to everyone so that only the credential check stands in the way.
+    for (path, mode) in [
+        (env.dir.path(), 0o755),
+        (daemon.socket.parent().unwrap(), 0o755),
+        (daemon.socket.as_path(), 0o666),
+    ] {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::ckpt_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["status", "--json"])
+        .output()
+        .expect("run setpriv");
+
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "a non-root peer got a status reply"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the daemon serves only root"), "{stderr}");
+    let rejected = wait_until(Duration::from_secs(5), || {
+        daemon
+            .log()
+            .contains("rejected control connection from a non-root user")
+    });
+    assert!(rejected, "daemon log:\n{}", daemon.log());
+    // Root still gets an answer.
+    assert!(daemon.status_json(&env)["containers"].as_array().is_some());
+}

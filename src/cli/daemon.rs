@@ -135,12 +135,7 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
         let reply = client
             .status(proto::StatusRequest {})
             .await
-            .map_err(|status| {
-                anyhow::anyhow!(
-                    "the daemon failed to report its status: {}",
-                    status.message()
-                )
-            })?;
+            .map_err(|status| rpc_error("report its status", &status))?;
         anyhow::Ok(reply.into_inner())
     });
     let reply = reply.map_err(Failure::failed)?;
@@ -289,6 +284,20 @@ pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
     Ok(())
 }
 
+/// Describes a failed call to the daemon. The daemon closes connections from peers other
+/// than root, which the client sees as a cancelled, unavailable or unknown-error call.
+fn rpc_error(action: &str, status: &tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown => {
+            anyhow::anyhow!(
+                "the daemon closed the connection before it could {action} ({}); note that the daemon serves only root",
+                status.message()
+            )
+        }
+        _ => anyhow::anyhow!("the daemon failed to {action}: {}", status.message()),
+    }
+}
+
 /// Asks the running daemon to checkpoint `container`, so that the checkpoint holds the
 /// container's lock like a scheduled one. Returns `None` when no daemon listens on `socket`
 /// or the daemon has no policy for the container; the caller then checkpoints directly.
@@ -308,10 +317,7 @@ pub fn checkpoint_through_daemon(
         match client.checkpoint(request).await {
             Ok(reply) => Ok(Some(reply.into_inner())),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(anyhow::anyhow!(
-                "the daemon failed to checkpoint {container}: {}",
-                status.message()
-            )),
+            Err(status) => Err(rpc_error(&format!("checkpoint {container}"), &status)),
         }
     });
     result.map_err(Failure::failed)

@@ -272,7 +272,7 @@ pub enum ConnectError {
     NotRunning { path: PathBuf },
     #[error("permission denied on {path}: the daemon serves only root")]
     Denied { path: PathBuf },
-    #[error("failed to connect to the daemon at {path}")]
+    #[error("failed to connect to the daemon at {path}; note that the daemon serves only root")]
     Connect {
         path: PathBuf,
         #[source]
