@@ -301,9 +301,14 @@ fn rpc_error(action: &str, status: &tonic::Status) -> anyhow::Error {
 /// Asks the running daemon to checkpoint `container`, so that the checkpoint holds the
 /// container's lock like a scheduled one. Returns `None` when no daemon listens on `socket`
 /// or the daemon has no policy for the container; the caller then checkpoints directly.
+///
+/// CRIU option flags (`options_given`) cannot be passed to the daemon, which
+/// uses the policy's options; for a container the daemon manages they are
+/// rejected rather than ignored.
 pub fn checkpoint_through_daemon(
     socket: &Path,
     container: &ContainerId,
+    options_given: bool,
 ) -> Result<Option<proto::CheckpointReply>, Failure> {
     let result = runtime()?.block_on(async {
         let mut client = match control::connect(socket).await {
@@ -311,6 +316,23 @@ pub fn checkpoint_through_daemon(
             Err(ConnectError::NotRunning { .. }) => return Ok(None),
             Err(err) => return Err(anyhow::Error::new(err)),
         };
+        if options_given {
+            let status = client
+                .status(proto::StatusRequest {})
+                .await
+                .map_err(|status| rpc_error("report its status", &status))?
+                .into_inner();
+            if status
+                .containers
+                .iter()
+                .any(|c| c.container == container.as_str())
+            {
+                return Err(anyhow::Error::new(OptionsManagedByPolicy {
+                    container: container.clone(),
+                }));
+            }
+            return Ok(None);
+        }
         let request = proto::CheckpointRequest {
             container: container.to_string(),
         };
@@ -320,5 +342,22 @@ pub fn checkpoint_through_daemon(
             Err(status) => Err(rpc_error(&format!("checkpoint {container}"), &status)),
         }
     });
-    result.map_err(Failure::failed)
+    result.map_err(|error| {
+        if error.is::<OptionsManagedByPolicy>() {
+            Failure::usage(error)
+        } else {
+            Failure::failed(error)
+        }
+    })
+}
+
+/// CRIU option flags given for a container whose checkpoints the daemon takes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "container {container} is checkpointed by the running daemon with its policy's CRIU options; \
+     set the options in the policy (tcp_established, file_locks, skip_in_flight, ext_unix_sk, \
+     ghost_limit) instead of passing them here"
+)]
+struct OptionsManagedByPolicy {
+    container: ContainerId,
 }

@@ -7,6 +7,7 @@
 mod checkpoints;
 mod daemon;
 mod debug;
+mod docs;
 mod images;
 pub mod output;
 mod policy;
@@ -64,8 +65,13 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     Status(daemon::StatusArgs),
     Events(daemon::EventsArgs),
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ckpt policy validate /etc/ckpt/policies/web.yaml\n  ckpt policy list --json"
+    )]
     Policy(policy::PolicyCommand),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
     /// Internal: the reaper of a debug container.
     #[command(name = "__shim", hide = true)]
     Shim {
@@ -106,6 +112,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => daemon::status(&cli.socket, args),
         Command::Events(args) => daemon::events(&ctx, args),
         Command::Policy(command) => policy::run(command),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
     };
     match result {
