@@ -79,7 +79,8 @@ fn write_pages(command: &clap::Command, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Renders the command-line reference (docs/cli.md) from the clap definitions.
-pub fn reference_markdown() -> String {
+#[cfg(test)]
+fn reference_markdown() -> String {
     let mut command = Cli::command().term_width(100);
     command.build();
     let mut text = String::from(
@@ -93,6 +94,7 @@ pub fn reference_markdown() -> String {
     text
 }
 
+#[cfg(test)]
 fn append_help(text: &mut String, command: &mut clap::Command, path: &str) {
     let help = command.render_long_help().to_string();
     text.push_str(&format!("\n## {path}\n\n```text\n{}\n```\n", help.trim_end()));
