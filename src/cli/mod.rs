@@ -29,15 +29,15 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "ckpt", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Directory of the checkpoint store.
-    #[arg(long, global = true, env = "CKPT_STORE", default_value = ops::DEFAULT_STORE, value_name = "DIR")]
+    #[arg(long, global = true, env = "CKPT_STORE", hide_env_values = true, default_value = ops::DEFAULT_STORE, value_name = "DIR")]
     pub store: PathBuf,
 
     /// State root of the container runtime [default: runc's, /run/runc].
-    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", value_name = "DIR")]
+    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", hide_env_values = true, value_name = "DIR")]
     pub runtime_root: Option<PathBuf>,
 
     /// Control socket of `ckpt daemon`.
-    #[arg(long, global = true, env = "CKPT_SOCKET", default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
+    #[arg(long, global = true, env = "CKPT_SOCKET", hide_env_values = true, default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
 
     /// Log more: -v for info, -vv for debug (CKPT_LOG overrides, e.g. CKPT_LOG=ckpt=trace).
