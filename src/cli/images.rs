@@ -85,11 +85,19 @@ pub struct MemgrepArgs {
     #[arg(long)]
     pub pid: Option<u32>,
     /// Stop after this many matches.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_max_count)]
     pub max_count: usize,
     /// Print a JSON array instead of hexdumps.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_max_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Maps an open failure to its exit code: an unknown or ambiguous id is bad input (2).
