@@ -300,7 +300,7 @@ pub fn memgrep(ctx: &Context, args: MemgrepArgs) -> CommandResult {
             args.pattern, stored.manifest.meta.id
         );
     } else if count >= args.max_count {
-        eprintln!("ckpt: stopped at the --max-count limit of {count} matches");
+        eprintln!("ckpt: reached the --max-count limit of {count} matches, so more may exist");
     }
     Ok(())
 }
