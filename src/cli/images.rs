@@ -121,9 +121,9 @@ fn open(ctx: &Context, id_or_prefix: &str) -> Result<StoredCheckpoint, Failure> 
     StoredCheckpoint::open(&store, id_or_prefix, &std::env::temp_dir()).map_err(open_failure)
 }
 
-fn print_json(value: &impl Serialize, what: &str) -> CommandResult {
+fn print_json(value: &impl Serialize, description: &str) -> CommandResult {
     let text = serde_json::to_string_pretty(value)
-        .with_context(|| format!("failed to encode {what} as JSON"))
+        .with_context(|| format!("failed to encode {description} as JSON"))
         .map_err(Failure::failed)?;
     let _ = writeln!(io::stdout().lock(), "{text}");
     Ok(())
