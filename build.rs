@@ -6,6 +6,7 @@ fn main() {
     if let Err(error) = compile_criu_images() {
         panic!("failed to compile proto/criu-images.proto: {error}");
     }
+    compile_daemon_proto();
 }
 
 /// Compiles the CRIU image schema into `$OUT_DIR/criu_images.rs`.
@@ -21,4 +22,16 @@ fn compile_criu_images() -> Result<(), Box<dyn std::error::Error>> {
         )
         .compile_fds(descriptors)?;
     Ok(())
+}
+
+/// Generates the gRPC client and server of `ckpt daemon` from proto/ckpt.proto.
+fn compile_daemon_proto() {
+    println!("cargo:rerun-if-changed=proto/ckpt.proto");
+    let descriptors = match protox::compile(["proto/ckpt.proto"], ["proto"]) {
+        Ok(descriptors) => descriptors,
+        Err(err) => panic!("failed to parse proto/ckpt.proto: {err}"),
+    };
+    if let Err(err) = tonic_prost_build::configure().compile_fds(descriptors) {
+        panic!("failed to generate code from proto/ckpt.proto: {err}");
+    }
 }

@@ -40,7 +40,30 @@ pub struct CheckpointArgs {
     pub ghost_limit: Option<u64>,
 }
 
-pub fn checkpoint(ctx: &Context, args: CheckpointArgs) -> CommandResult {
+pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs) -> CommandResult {
+    // A running daemon with a policy for the container takes the checkpoint itself, so that
+    // it never overlaps a scheduled checkpoint or a health probe.
+    if let Some(reply) = super::daemon::checkpoint_through_daemon(socket, &args.container)? {
+        let flags_given = args.tcp_established
+            || args.file_locks
+            || args.skip_in_flight
+            || args.ext_unix_sk
+            || args.ghost_limit.is_some();
+        if flags_given {
+            eprintln!("ckpt: warning: the daemon took this checkpoint with the CRIU options of the container's policy; the option flags were not applied");
+        }
+        let mut out = io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "checkpointed {} through the daemon ({} of images, {} added to the store, frozen {:.1} ms)",
+            args.container,
+            output::size(reply.logical_bytes),
+            output::size(reply.added_bytes),
+            reply.frozen_time_us as f64 / 1000.0
+        );
+        let _ = writeln!(out, "{}", reply.checkpoint);
+        return Ok(());
+    }
     let options = CheckpointOptions {
         tcp_established: args.tcp_established,
         file_locks: args.file_locks,

@@ -98,7 +98,10 @@ impl RestoreError {
     /// Whether the error is about the user's input rather than a failed operation.
     pub fn is_input_error(&self) -> bool {
         match self {
-            Self::Store(e) => matches!(**e, StoreError::NotFound { .. } | StoreError::Ambiguous { .. }),
+            Self::Store(e) => matches!(
+                **e,
+                StoreError::NotFound { .. } | StoreError::Ambiguous { .. }
+            ),
             Self::NoCheckpoint { .. }
             | Self::WrongContainer { .. }
             | Self::InvalidName { .. }
