@@ -9,7 +9,18 @@
 #   tarball in Debian's archive, because Debian 12's criu 3.17 fails on
 #   kernels 6.13 and later ("vdso: Unexpected rt vDSO area bounds");
 # - crit, CRIU's image tool, which the tests use to cross-check ckpt's decoder.
+#
+# With --install it also builds ckpt in release mode and installs it as
+# /usr/local/bin/ckpt, with bash, zsh and fish completions and man pages.
 set -euo pipefail
+
+install_ckpt=false
+for arg in "$@"; do
+    case "$arg" in
+        --install) install_ckpt=true ;;
+        *) echo "setup: unknown option $arg; usage: $0 [--install]" >&2; exit 2 ;;
+    esac
+done
 
 CRIU_VERSION=4.2.1
 CRIU_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
@@ -129,3 +140,20 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 say "ready: $(runc --version | head -n1), CRIU $("$(command -v criu || echo $CRIU_BIN)" --version | sed -n 's/^Version: *//p'), $(cargo --version)"
+
+if $install_ckpt; then
+    repo=$(cd "$(dirname "$0")/.." && pwd)
+    say "building ckpt (release) and installing it as /usr/local/bin/ckpt"
+    cargo build --release --locked --manifest-path "$repo/Cargo.toml" >/dev/null 2>&1 || {
+        echo "setup: cargo build --release failed; run it in $repo to see why" >&2
+        exit 1
+    }
+    install -m 0755 "$repo/target/release/ckpt" /usr/local/bin/ckpt
+    mkdir -p /usr/share/bash-completion/completions /usr/local/share/zsh/site-functions \
+        /usr/share/fish/vendor_completions.d /usr/local/share/man/man1
+    ckpt completions bash >/usr/share/bash-completion/completions/ckpt
+    ckpt completions zsh >/usr/local/share/zsh/site-functions/_ckpt
+    ckpt completions fish >/usr/share/fish/vendor_completions.d/ckpt.fish
+    ckpt man --dir /usr/local/share/man/man1
+    say "installed ckpt, its shell completions (bash, zsh, fish) and man pages (man ckpt)"
+fi

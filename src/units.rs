@@ -120,6 +120,10 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().contains("missing unit"));
         assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999999999d").unwrap_err().contains("too large"));
+        assert!(
+            parse_duration("99999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

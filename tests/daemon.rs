@@ -79,7 +79,11 @@ impl Daemon {
 
     fn status_json(&self, env: &TestEnv) -> serde_json::Value {
         let output = self.ckpt(env, &["status", "--json"]);
-        assert!(output.status.success(), "ckpt status failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "ckpt status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
@@ -92,7 +96,11 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "daemon did not exit after SIGTERM; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit after SIGTERM; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -105,7 +113,13 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let ckpt = |args: &[&str]| Command::new(common::ckpt_bin()).arg("--store").arg(&self.store).args(args).output();
+        let ckpt = |args: &[&str]| {
+            Command::new(common::ckpt_bin())
+                .arg("--store")
+                .arg(&self.store)
+                .args(args)
+                .output()
+        };
         let Ok(output) = ckpt(&["ps", "--json"]) else {
             return;
         };
@@ -119,7 +133,10 @@ impl Drop for Daemon {
 }
 
 fn policy(container: &Container, extra: &str) -> String {
-    format!("container: {}\ninterval: 1s\njitter: 100ms\n{extra}", container.id)
+    format!(
+        "container: {}\ninterval: 1s\njitter: 100ms\n{extra}",
+        container.id
+    )
 }
 
 fn checkpoints(env: &TestEnv, container: &Container) -> serde_json::Value {
@@ -146,7 +163,11 @@ fn debug_containers(env: &TestEnv) -> Vec<serde_json::Value> {
 
 fn events(env: &TestEnv) -> Vec<serde_json::Value> {
     let output = env.ckpt_ok(&["events", "--json", "--limit", "1000"]);
-    serde_json::from_str::<serde_json::Value>(&output).unwrap().as_array().cloned().unwrap()
+    serde_json::from_str::<serde_json::Value>(&output)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap()
 }
 
 /// Polls `condition` every 50 ms until it holds or `limit` passes; returns whether it held.
@@ -182,27 +203,55 @@ fn start_supervised(extra: &str, checkpoints: usize) -> Option<Setup> {
     let container = env.start_workload();
     let daemon = Daemon::start(&env);
     daemon.write_policy("web.yaml", &policy(&container, extra));
-    let enough = wait_until(Duration::from_secs(15), || count_checkpoints(&env, &container) >= checkpoints);
-    assert!(enough, "fewer than {checkpoints} checkpoints; daemon log:\n{}", daemon.log());
-    Some(Setup { daemon, container, env })
+    let enough = wait_until(Duration::from_secs(15), || {
+        count_checkpoints(&env, &container) >= checkpoints
+    });
+    assert!(
+        enough,
+        "fewer than {checkpoints} checkpoints; daemon log:\n{}",
+        daemon.log()
+    );
+    Some(Setup {
+        daemon,
+        container,
+        env,
+    })
 }
 
 #[test]
 fn crash_restores_paused_debug_container() {
     // The 1 s policy produces at least two checkpoints.
-    let Some(Setup { env, container, daemon }) = start_supervised("", 2) else {
+    let Some(Setup {
+        env,
+        container,
+        daemon,
+    }) = start_supervised("", 2)
+    else {
         return;
     };
 
     // Crash: a child shell dies of SIGSEGV, then init exits with 139.
     let (token, counter_at_crash) = container.last_state().unwrap();
-    let newest_before_crash = checkpoints(&env, &container)[0]["id"].as_str().unwrap().to_string();
+    let newest_before_crash = checkpoints(&env, &container)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let crashed_at = Instant::now();
     let output = container.runc(&["kill", &container.id, "USR1"]);
-    assert!(output.status.success(), "runc kill USR1: {}", String::from_utf8_lossy(&output.stderr));
-    let restored = wait_until(Duration::from_secs(5), || !debug_containers(&env).is_empty());
+    assert!(
+        output.status.success(),
+        "runc kill USR1: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let restored = wait_until(Duration::from_secs(5), || {
+        !debug_containers(&env).is_empty()
+    });
     let elapsed = crashed_at.elapsed();
-    assert!(restored, "no debug container within 5 s of the crash; daemon log:\n{}", daemon.log());
+    assert!(
+        restored,
+        "no debug container within 5 s of the crash; daemon log:\n{}",
+        daemon.log()
+    );
 
     let debug = debug_containers(&env).remove(0);
     assert_eq!(debug["state"], "paused");
@@ -210,18 +259,38 @@ fn crash_restores_paused_debug_container() {
     let chosen = debug["checkpoint"].as_str().unwrap().to_string();
     // The chosen checkpoint is the newest at the crash, or one the daemon took between the
     // crash and init's exit; either way it is listed and good.
-    assert!(chosen >= newest_before_crash, "restored {chosen}, older than {newest_before_crash}");
+    assert!(
+        chosen >= newest_before_crash,
+        "restored {chosen}, older than {newest_before_crash}"
+    );
     let listed = checkpoints(&env, &container);
-    let entry = listed.as_array().unwrap().iter().find(|c| c["id"] == chosen.as_str()).expect("chosen checkpoint listed");
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == chosen.as_str())
+        .expect("chosen checkpoint listed");
     assert_eq!(entry["status"], "good");
 
     // The failure and the restore are in the event log, with the exit code and the attach commands.
     let events = events(&env);
-    let failure = events.iter().find(|e| e["kind"] == "failure").expect("failure event");
+    let failure = events
+        .iter()
+        .find(|e| e["kind"] == "failure")
+        .expect("failure event");
     assert_eq!(failure["details"]["exit_code"], 139);
     assert_eq!(failure["checkpoint"], chosen.as_str());
-    let restore = events.iter().find(|e| e["kind"] == "restore").expect("restore event");
-    assert!(restore["message"].as_str().unwrap().contains(&format!("gdb -p {}", debug["pid"])), "{restore}");
+    let restore = events
+        .iter()
+        .find(|e| e["kind"] == "restore")
+        .expect("restore event");
+    assert!(
+        restore["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("gdb -p {}", debug["pid"])),
+        "{restore}"
+    );
     let log = daemon.log();
     assert!(log.contains("container failed"), "{log}");
     assert!(log.contains("restored paused debug container"), "{log}");
@@ -235,32 +304,57 @@ fn crash_restores_paused_debug_container() {
     let output_log = env.store.join("debug").join(&name).join("output.log");
     let mut restored_state = None;
     wait_until(Duration::from_secs(10), || {
-        restored_state = fs::read_to_string(&output_log).unwrap_or_default().lines().find_map(parse_state_line);
+        restored_state = fs::read_to_string(&output_log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(parse_state_line);
         restored_state.is_some()
     });
-    let (restored_token, restored_counter) = restored_state.expect("restored workload printed nothing");
+    let (restored_token, restored_counter) =
+        restored_state.expect("restored workload printed nothing");
     assert_eq!(restored_token, token);
     assert!(
         restored_counter <= counter_at_crash + 1,
         "restored counter {restored_counter} is later than {counter_at_crash} at the crash"
     );
-    eprintln!("crash to paused debug container: {} ms", elapsed.as_millis());
+    eprintln!(
+        "crash to paused debug container: {} ms",
+        elapsed.as_millis()
+    );
 }
 
 #[test]
 fn operator_kill_makes_no_debug_container() {
-    let Some(Setup { env, container, daemon }) = start_supervised("", 1) else {
+    let Some(Setup {
+        env,
+        container,
+        daemon,
+    }) = start_supervised("", 1)
+    else {
         return;
     };
 
     // The operator stops the container with SIGKILL; no OOM kill happened.
     let output = container.runc(&["kill", &container.id, "KILL"]);
-    assert!(output.status.success(), "runc kill: {}", String::from_utf8_lossy(&output.stderr));
-    let stopped = wait_until(Duration::from_secs(5), || daemon.log().contains("container stopped"));
-    assert!(stopped, "daemon did not notice the stop; log:\n{}", daemon.log());
+    assert!(
+        output.status.success(),
+        "runc kill: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stopped = wait_until(Duration::from_secs(5), || {
+        daemon.log().contains("container stopped")
+    });
+    assert!(
+        stopped,
+        "daemon did not notice the stop; log:\n{}",
+        daemon.log()
+    );
     std::thread::sleep(Duration::from_secs(2));
 
-    assert!(debug_containers(&env).is_empty(), "operator kill produced a debug container");
+    assert!(
+        debug_containers(&env).is_empty(),
+        "operator kill produced a debug container"
+    );
     assert!(!events(&env).iter().any(|e| e["kind"] == "failure"));
     let status = daemon.status_json(&env);
     assert_eq!(status["containers"][0]["state"], "stopped");
@@ -269,23 +363,46 @@ fn operator_kill_makes_no_debug_container() {
 
 #[test]
 fn invalid_policy_reload_keeps_old_policy() {
-    let Some(Setup { env, container, daemon }) = start_supervised("", 1) else {
+    let Some(Setup {
+        env,
+        container,
+        daemon,
+    }) = start_supervised("", 1)
+    else {
         return;
     };
 
     // A misspelled key: the daemon reports it and keeps checkpointing every second.
-    daemon.write_policy("web.yaml", &format!("container: {}\nintervl: 1h\n", container.id));
+    daemon.write_policy(
+        "web.yaml",
+        &format!("container: {}\nintervl: 1h\n", container.id),
+    );
     let reported = wait_until(Duration::from_secs(5), || {
-        daemon.status_json(&env)["policy_errors"].as_array().is_some_and(|errors| !errors.is_empty())
+        daemon.status_json(&env)["policy_errors"]
+            .as_array()
+            .is_some_and(|errors| !errors.is_empty())
     });
-    assert!(reported, "invalid policy not reported; log:\n{}", daemon.log());
+    assert!(
+        reported,
+        "invalid policy not reported; log:\n{}",
+        daemon.log()
+    );
     let status = daemon.status_json(&env);
     let error = status["policy_errors"][0].as_str().unwrap();
-    assert!(error.contains("web.yaml:2:1: unknown key `intervl` (did you mean `interval`?)"), "{error}");
+    assert!(
+        error.contains("web.yaml:2:1: unknown key `intervl` (did you mean `interval`?)"),
+        "{error}"
+    );
     assert_eq!(status["containers"][0]["interval_ms"], 1000);
     let before = count_checkpoints(&env, &container);
-    let more = wait_until(Duration::from_secs(10), || count_checkpoints(&env, &container) >= before + 2);
-    assert!(more, "checkpoints stopped after the invalid reload; log:\n{}", daemon.log());
+    let more = wait_until(Duration::from_secs(10), || {
+        count_checkpoints(&env, &container) >= before + 2
+    });
+    assert!(
+        more,
+        "checkpoints stopped after the invalid reload; log:\n{}",
+        daemon.log()
+    );
 
     // SIGHUP also reloads, with the same result.
     nix::sys::signal::kill(
@@ -294,32 +411,59 @@ fn invalid_policy_reload_keeps_old_policy() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(daemon.status_json(&env)["containers"][0]["interval_ms"], 1000);
+    assert_eq!(
+        daemon.status_json(&env)["containers"][0]["interval_ms"],
+        1000
+    );
 }
 
 #[test]
 fn sigterm_mid_checkpoint_leaves_nothing_partial() {
-    let Some(Setup { env, container, mut daemon }) = start_supervised("", 0) else {
+    let Some(Setup {
+        env,
+        container,
+        mut daemon,
+    }) = start_supervised("", 0)
+    else {
         return;
     };
 
     // Send SIGTERM while CRIU writes into a staging directory.
     let staging = env.store.join("staging");
-    let busy = |dir: &Path| fs::read_dir(dir).map(|entries| entries.count() > 0).unwrap_or(false);
+    let busy = |dir: &Path| {
+        fs::read_dir(dir)
+            .map(|entries| entries.count() > 0)
+            .unwrap_or(false)
+    };
     let caught = wait_until(Duration::from_secs(15), || busy(&staging));
-    assert!(caught, "never saw a checkpoint in progress; log:\n{}", daemon.log());
+    assert!(
+        caught,
+        "never saw a checkpoint in progress; log:\n{}",
+        daemon.log()
+    );
     let status = daemon.terminate();
 
     assert_eq!(status.code(), Some(0), "daemon log:\n{}", daemon.log());
-    assert!(!busy(&staging), "staging directory left behind: {:?}", fs::read_dir(&staging).unwrap().collect::<Vec<_>>());
+    assert!(
+        !busy(&staging),
+        "staging directory left behind: {:?}",
+        fs::read_dir(&staging).unwrap().collect::<Vec<_>>()
+    );
     let store = ckpt::store::Store::open_existing(&env.store).unwrap();
     let fsck = store.fsck(false).unwrap();
     assert!(fsck.is_clean(), "store not clean after SIGTERM: {fsck:?}");
     let verify = store.verify(None).unwrap();
-    assert!(verify.all_ok(), "a checkpoint failed verification: {verify:?}");
+    assert!(
+        verify.all_ok(),
+        "a checkpoint failed verification: {verify:?}"
+    );
     assert!(!daemon.socket.exists(), "socket left behind");
     assert!(daemon.log().contains("daemon stopped"));
-    assert_eq!(container.status(), "running", "SIGTERM to the daemon stopped the container");
+    assert_eq!(
+        container.status(),
+        "running",
+        "SIGTERM to the daemon stopped the container"
+    );
 }
 
 #[test]
@@ -327,21 +471,37 @@ fn retention_keeps_last_good_checkpoint() {
     // The probe fails once /tmp/unhealthy exists; failures do not count as a crash here, so
     // the container keeps running and its checkpoints turn unhealthy.
     let extra = "retention:\n  keep: 1\non_failure:\n  health: false\nhealth:\n  command: [sh, -c, 'test ! -e /tmp/unhealthy']\n  interval: 500ms\n  timeout: 500ms\n";
-    let Some(Setup { env, container, daemon }) = start_supervised(extra, 0) else {
+    let Some(Setup {
+        env,
+        container,
+        daemon,
+    }) = start_supervised(extra, 0)
+    else {
         return;
     };
     let good = wait_until(Duration::from_secs(15), || {
-        checkpoints(&env, &container).as_array().is_some_and(|list| list.iter().any(|c| c["status"] == "good"))
+        checkpoints(&env, &container)
+            .as_array()
+            .is_some_and(|list| list.iter().any(|c| c["status"] == "good"))
     });
     assert!(good, "no good checkpoint; log:\n{}", daemon.log());
 
     fs::write(container.rootfs().join("tmp/unhealthy"), "").unwrap();
     let unhealthy = wait_until(Duration::from_secs(15), || {
         let list = checkpoints(&env, &container);
-        list.as_array().is_some_and(|list| list.iter().filter(|c| c["status"] == "unhealthy").count() >= 1)
-            && events(&env).iter().filter(|e| e["kind"] == "checkpoint" && e["details"]["good"] == false).count() >= 3
+        list.as_array()
+            .is_some_and(|list| list.iter().filter(|c| c["status"] == "unhealthy").count() >= 1)
+            && events(&env)
+                .iter()
+                .filter(|e| e["kind"] == "checkpoint" && e["details"]["good"] == false)
+                .count()
+                >= 3
     });
-    assert!(unhealthy, "no unhealthy checkpoints; log:\n{}", daemon.log());
+    assert!(
+        unhealthy,
+        "no unhealthy checkpoints; log:\n{}",
+        daemon.log()
+    );
 
     // keep: 1 leaves the newest checkpoint and the last good one, which is older.
     let list = checkpoints(&env, &container);

@@ -48,9 +48,9 @@ pub enum LogFormat {
 }
 
 fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
-    let address: SocketAddr = text
-        .parse()
-        .map_err(|_| format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9184"))?;
+    let address: SocketAddr = text.parse().map_err(|_| {
+        format!("invalid address {text:?}: expected IP:PORT such as 127.0.0.1:9184")
+    })?;
     metrics::check_address(address).map_err(|err| err.to_string())
 }
 
@@ -58,7 +58,9 @@ fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
 fn init_daemon_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CKPT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("ckpt=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -132,7 +134,12 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
         let reply = client
             .status(proto::StatusRequest {})
             .await
-            .map_err(|status| anyhow::anyhow!("the daemon failed to report its status: {}", status.message()))?;
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "the daemon failed to report its status: {}",
+                    status.message()
+                )
+            })?;
         anyhow::Ok(reply.into_inner())
     });
     let reply = reply.map_err(Failure::failed)?;
@@ -172,14 +179,31 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
     } else {
         let now = Utc::now();
         let mut table = Table::new(&[
-            "CONTAINER", "STATE", "INTERVAL", "NEXT", "TAKEN", "FAILED", "FAILURES", "LAST GOOD", "LAST RESULT",
+            "CONTAINER",
+            "STATE",
+            "INTERVAL",
+            "NEXT",
+            "TAKEN",
+            "FAILED",
+            "FAILURES",
+            "LAST GOOD",
+            "LAST RESULT",
         ]);
         for c in &reply.containers {
             let next = chrono::DateTime::parse_from_rfc3339(&c.next_checkpoint)
-                .map(|at| format!("in {} s", (at.with_timezone(&Utc) - now).num_seconds().max(0)))
+                .map(|at| {
+                    format!(
+                        "in {} s",
+                        (at.with_timezone(&Utc) - now).num_seconds().max(0)
+                    )
+                })
                 .unwrap_or_else(|_| "-".to_string());
             let last_good = match chrono::DateTime::parse_from_rfc3339(&c.last_good_time) {
-                Ok(at) => format!("{} ({})", c.last_good_checkpoint, output::age(at.with_timezone(&Utc), now)),
+                Ok(at) => format!(
+                    "{} ({})",
+                    c.last_good_checkpoint,
+                    output::age(at.with_timezone(&Utc), now)
+                ),
                 Err(_) => "-".to_string(),
             };
             table.row(vec![
@@ -197,7 +221,10 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
         let _ = table.write(&mut out);
     }
     if !reply.policy_errors.is_empty() {
-        let _ = writeln!(out, "\ninvalid policy files (a previous version stays in force where there was one):");
+        let _ = writeln!(
+            out,
+            "\ninvalid policy files (a previous version stays in force where there was one):"
+        );
         for error in &reply.policy_errors {
             let _ = writeln!(out, "  {error}");
         }
@@ -222,7 +249,8 @@ pub struct EventsArgs {
 
 pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
     // Read everything kept, then filter, so that --limit applies to the container's events.
-    let mut events = read_events(&ctx.store_root, usize::MAX).map_err(|err| Failure::failed(err.into()))?;
+    let mut events =
+        read_events(&ctx.store_root, usize::MAX).map_err(|err| Failure::failed(err.into()))?;
     if let Some(container) = &args.container {
         events.retain(|event| &event.container == container);
     }
@@ -244,10 +272,15 @@ pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
     let mut table = Table::new(&["TIME", "KIND", "CONTAINER", "CHECKPOINT", "MESSAGE"]);
     for event in events {
         table.row(vec![
-            event.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            event
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             event.kind.as_str().to_string(),
             event.container.to_string(),
-            event.checkpoint.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
+            event
+                .checkpoint
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string),
             event.message.clone(),
         ]);
     }
@@ -258,9 +291,14 @@ pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
 /// Asks the running daemon to checkpoint `container`, so that the checkpoint holds the
 /// container's lock like a scheduled one. Returns `None` when no daemon answers on `socket`
 /// or the daemon has no policy for the container; the caller then checkpoints directly.
+///
+/// CRIU option flags (`options_given`) cannot be passed to the daemon, which
+/// uses the policy's options; for a container the daemon manages they are
+/// rejected rather than ignored.
 pub fn checkpoint_through_daemon(
     socket: &Path,
     container: &ContainerId,
+    options_given: bool,
 ) -> Result<Option<proto::CheckpointReply>, Failure> {
     let result = runtime()?.block_on(async {
         let mut client = match control::connect(socket).await {
@@ -268,14 +306,56 @@ pub fn checkpoint_through_daemon(
             Err(ConnectError::NotRunning { .. }) => return Ok(None),
             Err(err) => return Err(anyhow::Error::new(err)),
         };
+        if options_given {
+            let status = client
+                .status(proto::StatusRequest {})
+                .await
+                .map_err(|status| {
+                    anyhow::anyhow!(
+                        "the daemon failed to report its status: {}",
+                        status.message()
+                    )
+                })?
+                .into_inner();
+            if status
+                .containers
+                .iter()
+                .any(|c| c.container == container.as_str())
+            {
+                return Err(anyhow::Error::new(OptionsManagedByPolicy {
+                    container: container.clone(),
+                }));
+            }
+            return Ok(None);
+        }
         let request = proto::CheckpointRequest {
             container: container.to_string(),
         };
         match client.checkpoint(request).await {
             Ok(reply) => Ok(Some(reply.into_inner())),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(anyhow::anyhow!("the daemon failed to checkpoint {container}: {}", status.message())),
+            Err(status) => Err(anyhow::anyhow!(
+                "the daemon failed to checkpoint {container}: {}",
+                status.message()
+            )),
         }
     });
-    result.map_err(Failure::failed)
+    result.map_err(|error| {
+        if error.is::<OptionsManagedByPolicy>() {
+            Failure::usage(error)
+        } else {
+            Failure::failed(error)
+        }
+    })
+}
+
+/// CRIU option flags given for a container whose checkpoints the daemon takes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "container {container} is checkpointed by the running daemon with its policy's CRIU options; \
+     set the options in the policy (tcp_established, file_locks, skip_in_flight, ext_unix_sk, \
+     ghost_limit) instead of passing them here"
+)]
+struct OptionsManagedByPolicy {
+    container: ContainerId,
 }

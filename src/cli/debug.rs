@@ -94,15 +94,30 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> CommandResult {
 
 /// List debug containers.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  ckpt ps\n  ckpt ps --json")]
+#[command(after_help = "Examples:\n  ckpt ps\n  ckpt ps web --since 10m --json")]
 pub struct PsArgs {
+    /// Only debug containers of this container, or whose name starts with this prefix.
+    #[arg(value_name = "CONTAINER|NAME-PREFIX")]
+    pub filter: Option<String>,
+    /// Only debug containers created since this long ago (e.g. 30m) or this RFC 3339 time.
+    #[arg(long, value_name = "DURATION|TIME", value_parser = super::checkpoints::parse_since)]
+    pub since: Option<chrono::DateTime<Utc>>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn ps(ctx: &Context, args: PsArgs) -> CommandResult {
-    let debugs = ops::list_debug(&ctx.store_root).map_err(|e| classify(e.into()))?;
+    let debugs: Vec<DebugContainer> = ops::list_debug(&ctx.store_root)
+        .map_err(|e| classify(e.into()))?
+        .into_iter()
+        .filter(|d| {
+            args.filter
+                .as_deref()
+                .is_none_or(|f| d.container.as_str() == f || d.name.starts_with(f))
+        })
+        .filter(|d| args.since.is_none_or(|t| d.created >= t))
+        .collect();
     let mut out = io::stdout().lock();
     if args.json {
         let text = serde_json::to_string_pretty(&debugs)
@@ -112,11 +127,11 @@ pub fn ps(ctx: &Context, args: PsArgs) -> CommandResult {
         return Ok(());
     }
     if debugs.is_empty() {
-        let _ = writeln!(
-            out,
-            "no debug containers in store {}",
-            ctx.store_root.display()
-        );
+        let what = match &args.filter {
+            Some(filter) => format!("no debug containers match {filter:?}"),
+            None => "no debug containers".to_string(),
+        };
+        let _ = writeln!(out, "{what} in store {}", ctx.store_root.display());
         return Ok(());
     }
     let now = Utc::now();

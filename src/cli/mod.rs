@@ -7,9 +7,10 @@
 mod checkpoints;
 mod daemon;
 mod debug;
+mod docs;
 mod images;
-mod policy;
 pub mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,15 +29,15 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "ckpt", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Directory of the checkpoint store.
-    #[arg(long, global = true, env = "CKPT_STORE", default_value = ops::DEFAULT_STORE, value_name = "DIR")]
+    #[arg(long, global = true, env = "CKPT_STORE", hide_env_values = true, default_value = ops::DEFAULT_STORE, value_name = "DIR")]
     pub store: PathBuf,
 
     /// State root of the container runtime [default: runc's, /run/runc].
-    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", value_name = "DIR")]
+    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", hide_env_values = true, value_name = "DIR")]
     pub runtime_root: Option<PathBuf>,
 
     /// Control socket of `ckpt daemon`.
-    #[arg(long, global = true, env = "CKPT_SOCKET", default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
+    #[arg(long, global = true, env = "CKPT_SOCKET", hide_env_values = true, default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
 
     /// Log more: -v for info, -vv for debug (CKPT_LOG overrides, e.g. CKPT_LOG=ckpt=trace).
@@ -64,8 +65,13 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     Status(daemon::StatusArgs),
     Events(daemon::EventsArgs),
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ckpt policy validate /etc/ckpt/policies/web.yaml\n  ckpt policy list --json"
+    )]
     Policy(policy::PolicyCommand),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
     /// Internal: the reaper of a debug container.
     #[command(name = "__shim", hide = true)]
     Shim {
@@ -106,6 +112,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => daemon::status(&cli.socket, args),
         Command::Events(args) => daemon::events(&ctx, args),
         Command::Policy(command) => policy::run(command),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
     };
     match result {

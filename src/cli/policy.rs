@@ -29,7 +29,9 @@ pub struct ValidateArgs {
 
 /// Show the policies in a directory, as the daemon would apply them.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  ckpt policy list\n  ckpt policy list --policies ./policies --json")]
+#[command(
+    after_help = "Example:\n  ckpt policy list\n  ckpt policy list --policies ./policies --json"
+)]
 pub struct PolicyListArgs {
     /// Directory of policy files (*.yaml, *.yml).
     #[arg(long, env = "CKPT_POLICIES", default_value = policy::DEFAULT_POLICY_DIR, value_name = "DIR")]
@@ -52,7 +54,12 @@ fn validate(args: ValidateArgs) -> CommandResult {
     for file in &args.files {
         match policy::load_file(file) {
             Ok(policy) => {
-                let _ = writeln!(out, "{}: ok (container {})", file.display(), policy.container);
+                let _ = writeln!(
+                    out,
+                    "{}: ok (container {})",
+                    file.display(),
+                    policy.container
+                );
             }
             Err(err) => {
                 invalid += 1;
@@ -112,7 +119,15 @@ fn list(args: PolicyListArgs) -> CommandResult {
     } else if entries.is_empty() {
         let _ = writeln!(out, "no valid policies in {}", args.policies.display());
     } else {
-        let mut table = Table::new(&["CONTAINER", "INTERVAL", "JITTER", "KEEP", "RESTORE", "HEALTH", "FILE"]);
+        let mut table = Table::new(&[
+            "CONTAINER",
+            "INTERVAL",
+            "JITTER",
+            "KEEP",
+            "RESTORE",
+            "HEALTH",
+            "FILE",
+        ]);
         for entry in &entries {
             table.row(vec![
                 entry.container.clone(),
@@ -134,7 +149,10 @@ fn list(args: PolicyListArgs) -> CommandResult {
     } else {
         Err(Failure {
             code: EXIT_USAGE,
-            error: anyhow::anyhow!("{} policy files are invalid and would not be applied", set.errors.len()),
+            error: anyhow::anyhow!(
+                "{} policy files are invalid and would not be applied",
+                set.errors.len()
+            ),
         })
     }
 }

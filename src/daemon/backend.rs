@@ -54,7 +54,11 @@ pub trait Backend: Send + Sync + 'static {
     fn container_state(&self, policy: &Policy) -> anyhow::Result<Option<ContainerState>>;
 
     /// Checkpoints the container into the store. Nothing of a failed checkpoint may remain.
-    fn checkpoint(&self, policy: &Policy, health_passing: Option<bool>) -> anyhow::Result<CheckpointRecord>;
+    fn checkpoint(
+        &self,
+        policy: &Policy,
+        health_passing: Option<bool>,
+    ) -> anyhow::Result<CheckpointRecord>;
 
     /// Checks a stored checkpoint against its checksums.
     fn verify(&self, id: &CheckpointId) -> anyhow::Result<()>;
@@ -68,7 +72,11 @@ pub trait Backend: Send + Sync + 'static {
     fn delete_checkpoint(&self, id: &CheckpointId) -> anyhow::Result<()>;
 
     /// Restores a checkpoint into a new paused debug container.
-    fn restore_paused(&self, policy: &Policy, id: &CheckpointId) -> anyhow::Result<DebugContainerInfo>;
+    fn restore_paused(
+        &self,
+        policy: &Policy,
+        id: &CheckpointId,
+    ) -> anyhow::Result<DebugContainerInfo>;
 
     /// Lists the debug containers that exist now.
     fn list_debug(&self) -> anyhow::Result<Vec<DebugContainerInfo>>;

@@ -147,7 +147,10 @@ fn entry(record: CheckpointRecord) -> proto::CheckpointEntry {
 
 #[tonic::async_trait]
 impl Daemon for ControlService {
-    async fn status(&self, _request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusReply>, Status> {
+    async fn status(
+        &self,
+        _request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
         let containers = self
             .shared
             .board
@@ -159,8 +162,15 @@ impl Daemon for ControlService {
                 interval_ms: status.interval.as_millis() as u64,
                 next_checkpoint: status.next_checkpoint.map(rfc3339).unwrap_or_default(),
                 last_result: status.last_result,
-                last_good_checkpoint: status.last_good.as_ref().map(|(id, _)| id.to_string()).unwrap_or_default(),
-                last_good_time: status.last_good.map(|(_, time)| rfc3339(time)).unwrap_or_default(),
+                last_good_checkpoint: status
+                    .last_good
+                    .as_ref()
+                    .map(|(id, _)| id.to_string())
+                    .unwrap_or_default(),
+                last_good_time: status
+                    .last_good
+                    .map(|(_, time)| rfc3339(time))
+                    .unwrap_or_default(),
                 checkpoints_taken: status.checkpoints_taken,
                 checkpoints_failed: status.checkpoints_failed,
                 failures_detected: status.failures_detected,
@@ -185,16 +195,22 @@ impl Daemon for ControlService {
             .map_err(|err: crate::model::InvalidId| Status::invalid_argument(err.to_string()))?;
         let sender = crate::daemon::lock(&self.registry)
             .sender_for(&container)
-            .ok_or_else(|| Status::not_found(format!("container {container} has no policy in the daemon")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("container {container} has no policy in the daemon"))
+            })?;
         let (reply, result) = oneshot::channel();
         let started = std::time::Instant::now();
         sender
             .send(Command::CheckpointNow(reply))
             .await
-            .map_err(|_| Status::unavailable(format!("supervisor of container {container} stopped")))?;
+            .map_err(|_| {
+                Status::unavailable(format!("supervisor of container {container} stopped"))
+            })?;
         let record = result
             .await
-            .map_err(|_| Status::unavailable(format!("supervisor of container {container} stopped")))?
+            .map_err(|_| {
+                Status::unavailable(format!("supervisor of container {container} stopped"))
+            })?
             .map_err(Status::internal)?;
         Ok(Response::new(proto::CheckpointReply {
             checkpoint: record.id.to_string(),
@@ -205,16 +221,17 @@ impl Daemon for ControlService {
         }))
     }
 
-    async fn list(&self, request: Request<proto::ListRequest>) -> Result<Response<proto::ListReply>, Status> {
+    async fn list(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListReply>, Status> {
         let container = request.into_inner().container;
         let filter: Option<ContainerId> = if container.is_empty() {
             None
         } else {
-            Some(
-                container
-                    .parse()
-                    .map_err(|err: crate::model::InvalidId| Status::invalid_argument(err.to_string()))?,
-            )
+            Some(container.parse().map_err(|err: crate::model::InvalidId| {
+                Status::invalid_argument(err.to_string())
+            })?)
         };
         let backend = Arc::clone(&self.shared.backend);
         let records = tokio::task::spawn_blocking(move || match filter {
@@ -229,7 +246,10 @@ impl Daemon for ControlService {
         }))
     }
 
-    async fn reload(&self, _request: Request<proto::ReloadRequest>) -> Result<Response<proto::ReloadReply>, Status> {
+    async fn reload(
+        &self,
+        _request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadReply>, Status> {
         let (reply, outcome) = oneshot::channel();
         self.reload
             .send(reply)

@@ -128,12 +128,17 @@ impl EventLog {
 
     /// Appends one event as a line, rotating the file first when it is full.
     pub fn append(&self, event: &Event) -> Result<(), EventLogError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let full = fs::metadata(&self.path).is_ok_and(|meta| meta.len() >= ROTATE_BYTES);
         if full {
-            fs::rename(&self.path, rotated_path(&self.path)).map_err(|source| EventLogError::Rotate {
-                path: self.path.clone(),
-                source,
+            fs::rename(&self.path, rotated_path(&self.path)).map_err(|source| {
+                EventLogError::Rotate {
+                    path: self.path.clone(),
+                    source,
+                }
             })?;
         }
         let append_error = |source| EventLogError::Append {
@@ -203,7 +208,12 @@ mod tests {
             .with_checkpoint(&id)
             .with_detail("exit_code", 139);
         log.append(&event).unwrap();
-        log.append(&Event::new(EventKind::Checkpoint, &web(), "checkpoint taken")).unwrap();
+        log.append(&Event::new(
+            EventKind::Checkpoint,
+            &web(),
+            "checkpoint taken",
+        ))
+        .unwrap();
 
         let events = read_events(dir.path(), 10).unwrap();
         assert_eq!(events.len(), 2);
@@ -218,7 +228,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::new(dir.path());
         for index in 0..5 {
-            log.append(&Event::new(EventKind::Checkpoint, &web(), format!("n{index}"))).unwrap();
+            log.append(&Event::new(
+                EventKind::Checkpoint,
+                &web(),
+                format!("n{index}"),
+            ))
+            .unwrap();
         }
         let mut file = OpenOptions::new().append(true).open(log.path()).unwrap();
         file.write_all(b"{\"time\":").unwrap();
@@ -232,10 +247,12 @@ mod tests {
     fn full_log_rotates_and_stays_readable() {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::new(dir.path());
-        log.append(&Event::new(EventKind::Checkpoint, &web(), "old")).unwrap();
+        log.append(&Event::new(EventKind::Checkpoint, &web(), "old"))
+            .unwrap();
         let file = OpenOptions::new().append(true).open(log.path()).unwrap();
         file.set_len(ROTATE_BYTES).unwrap();
-        log.append(&Event::new(EventKind::Checkpoint, &web(), "new")).unwrap();
+        log.append(&Event::new(EventKind::Checkpoint, &web(), "new"))
+            .unwrap();
 
         assert!(rotated_path(log.path()).exists());
         let events = read_events(dir.path(), 10).unwrap();

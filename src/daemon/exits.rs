@@ -65,7 +65,8 @@ pub fn parse_proc_events(datagram: &[u8]) -> Vec<ProcExit> {
         let pid = read_u32(message, data);
         let tgid = read_u32(message, data + 4);
         let status = read_u32(message, data + 8);
-        if let (Some(PROC_EVENT_EXIT), Some(pid), Some(tgid), Some(status)) = (what, pid, tgid, status)
+        if let (Some(PROC_EVENT_EXIT), Some(pid), Some(tgid), Some(status)) =
+            (what, pid, tgid, status)
             && pid == tgid
         {
             exits.push(ProcExit {
@@ -176,7 +177,9 @@ impl ExitMonitor {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read_proc_events(socket: OwnedFd, waiters: Waiters) {
@@ -188,7 +191,10 @@ fn read_proc_events(socket: OwnedFd, waiters: Waiters) {
             Err(nix::errno::Errno::ENOBUFS) => {
                 overruns += 1;
                 if overruns.is_power_of_two() {
-                    tracing::warn!(overruns, "process events were dropped by the kernel; an exit status may be unknown");
+                    tracing::warn!(
+                        overruns,
+                        "process events were dropped by the kernel; an exit status may be unknown"
+                    );
                 }
                 continue;
             }
@@ -302,7 +308,10 @@ mod tests {
     async fn exit_status_of_non_child_is_reported() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: the process events connector needs root");
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root"
+            );
             return;
         }
         let monitor = ExitMonitor::start();
@@ -321,7 +330,9 @@ mod tests {
         .unwrap();
         let pid: i32 = line.trim().parse().unwrap();
         let mut watch = monitor.watch(pid);
-        let exit = tokio::time::timeout(Duration::from_secs(5), watch.wait()).await.unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(5), watch.wait())
+            .await
+            .unwrap();
         shell.wait().unwrap();
         assert_eq!(exit, InitExit::Code(7));
     }

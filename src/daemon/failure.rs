@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn exit_zero_is_not_failure_by_default() {
-        assert_eq!(classify_exit(InitExit::Code(0), false, &OnFailure::default()), None);
+        assert_eq!(
+            classify_exit(InitExit::Code(0), false, &OnFailure::default()),
+            None
+        );
     }
 
     #[test]
@@ -128,15 +131,24 @@ mod tests {
             exit_codes: ExitCodes::List([0, 3].into()),
             ..OnFailure::default()
         };
-        assert_eq!(classify_exit(InitExit::Code(0), false, &policy), Some(FailureCause::ExitCode(0)));
+        assert_eq!(
+            classify_exit(InitExit::Code(0), false, &policy),
+            Some(FailureCause::ExitCode(0))
+        );
         assert_eq!(classify_exit(InitExit::Code(1), false, &policy), None);
     }
 
     #[test]
     fn operator_signals_are_not_failures() {
         let policy = OnFailure::default();
-        assert_eq!(classify_exit(InitExit::Signal(libc::SIGTERM), false, &policy), None);
-        assert_eq!(classify_exit(InitExit::Signal(libc::SIGKILL), false, &policy), None);
+        assert_eq!(
+            classify_exit(InitExit::Signal(libc::SIGTERM), false, &policy),
+            None
+        );
+        assert_eq!(
+            classify_exit(InitExit::Signal(libc::SIGKILL), false, &policy),
+            None
+        );
     }
 
     #[test]
@@ -151,13 +163,23 @@ mod tests {
             oom: false,
             ..OnFailure::default()
         };
-        assert_eq!(classify_exit(InitExit::Signal(libc::SIGKILL), true, &policy), None);
+        assert_eq!(
+            classify_exit(InitExit::Signal(libc::SIGKILL), true, &policy),
+            None
+        );
     }
 
     #[test]
     fn crash_signals_are_failures() {
         let policy = OnFailure::default();
-        for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGILL, libc::SIGFPE, libc::SIGSYS] {
+        for signal in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGABRT,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGSYS,
+        ] {
             let cause = classify_exit(InitExit::Signal(signal), false, &policy);
             assert_eq!(cause, Some(FailureCause::Signal(signal)), "signal {signal}");
         }
@@ -169,19 +191,31 @@ mod tests {
             signals: vec![SignalName(Signal::SIGUSR1)],
             ..OnFailure::default()
         };
-        assert_eq!(classify_exit(InitExit::Signal(libc::SIGSEGV), false, &policy), None);
+        assert_eq!(
+            classify_exit(InitExit::Signal(libc::SIGSEGV), false, &policy),
+            None
+        );
         let cause = classify_exit(InitExit::Signal(libc::SIGUSR1), false, &policy);
         assert_eq!(cause, Some(FailureCause::Signal(libc::SIGUSR1)));
     }
 
     #[test]
     fn unknown_end_is_not_failure() {
-        assert_eq!(classify_exit(InitExit::Unknown, false, &OnFailure::default()), None);
+        assert_eq!(
+            classify_exit(InitExit::Unknown, false, &OnFailure::default()),
+            None
+        );
     }
 
     #[test]
     fn cause_messages_name_signal() {
-        assert_eq!(FailureCause::Signal(11).to_string(), "init killed by SIGSEGV");
-        assert_eq!(FailureCause::ExitCode(139).to_string(), "init exited with code 139");
+        assert_eq!(
+            FailureCause::Signal(11).to_string(),
+            "init killed by SIGSEGV"
+        );
+        assert_eq!(
+            FailureCause::ExitCode(139).to_string(),
+            "init exited with code 139"
+        );
     }
 }

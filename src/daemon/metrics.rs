@@ -25,16 +25,65 @@ pub fn check_address(address: SocketAddr) -> Result<SocketAddr, NotLoopback> {
 
 /// Renders the metrics of every supervised container in the Prometheus text format 0.0.4.
 pub fn render(statuses: &[ContainerStatus]) -> String {
-    type Metric = (&'static str, &'static str, &'static str, fn(&ContainerStatus) -> Option<f64>);
+    type Metric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ContainerStatus) -> Option<f64>,
+    );
     let metrics: [Metric; 8] = [
-        ("ckpt_checkpoints_taken_total", "counter", "Checkpoints taken and stored.", |s| Some(s.checkpoints_taken as f64)),
-        ("ckpt_checkpoints_failed_total", "counter", "Checkpoint attempts that failed.", |s| Some(s.checkpoints_failed as f64)),
-        ("ckpt_checkpoint_duration_seconds_sum", "counter", "Total time spent taking successful checkpoints.", |s| Some(s.checkpoint_seconds_sum)),
-        ("ckpt_checkpoint_duration_seconds_count", "counter", "Number of durations in the sum.", |s| Some(s.checkpoint_seconds_count as f64)),
-        ("ckpt_frozen_seconds", "gauge", "Time the container stayed frozen during its last checkpoint.", |s| Some(s.last_frozen_time_us as f64 / 1e6)),
-        ("ckpt_stored_bytes_total", "counter", "Bytes that checkpoints added to the store since the daemon started.", |s| Some(s.bytes_stored as f64)),
-        ("ckpt_last_good_checkpoint_timestamp_seconds", "gauge", "Unix time of the last good checkpoint.", |s| s.last_good.as_ref().map(|(_, time)| time.timestamp() as f64)),
-        ("ckpt_failures_detected_total", "counter", "Container failures detected.", |s| Some(s.failures_detected as f64)),
+        (
+            "ckpt_checkpoints_taken_total",
+            "counter",
+            "Checkpoints taken and stored.",
+            |s| Some(s.checkpoints_taken as f64),
+        ),
+        (
+            "ckpt_checkpoints_failed_total",
+            "counter",
+            "Checkpoint attempts that failed.",
+            |s| Some(s.checkpoints_failed as f64),
+        ),
+        (
+            "ckpt_checkpoint_duration_seconds_sum",
+            "counter",
+            "Total time spent taking successful checkpoints.",
+            |s| Some(s.checkpoint_seconds_sum),
+        ),
+        (
+            "ckpt_checkpoint_duration_seconds_count",
+            "counter",
+            "Number of durations in the sum.",
+            |s| Some(s.checkpoint_seconds_count as f64),
+        ),
+        (
+            "ckpt_frozen_seconds",
+            "gauge",
+            "Time the container stayed frozen during its last checkpoint.",
+            |s| Some(s.last_frozen_time_us as f64 / 1e6),
+        ),
+        (
+            "ckpt_stored_bytes_total",
+            "counter",
+            "Bytes that checkpoints added to the store since the daemon started.",
+            |s| Some(s.bytes_stored as f64),
+        ),
+        (
+            "ckpt_last_good_checkpoint_timestamp_seconds",
+            "gauge",
+            "Unix time of the last good checkpoint.",
+            |s| {
+                s.last_good
+                    .as_ref()
+                    .map(|(_, time)| time.timestamp() as f64)
+            },
+        ),
+        (
+            "ckpt_failures_detected_total",
+            "counter",
+            "Container failures detected.",
+            |s| Some(s.failures_detected as f64),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in metrics {
@@ -93,14 +142,30 @@ mod tests {
 
     #[test]
     fn render_labels_each_container() {
-        let mut web = ContainerStatus::new("web".parse().unwrap(), PathBuf::from("/p/web.yaml"), Duration::from_secs(30));
+        let mut web = ContainerStatus::new(
+            "web".parse().unwrap(),
+            PathBuf::from("/p/web.yaml"),
+            Duration::from_secs(30),
+        );
         web.checkpoints_taken = 3;
         web.last_frozen_time_us = 25_000;
         let text = render(&[web]);
-        assert!(text.contains("ckpt_checkpoints_taken_total{container=\"web\"} 3\n"), "{text}");
-        assert!(text.contains("ckpt_frozen_seconds{container=\"web\"} 0.025\n"), "{text}");
-        assert!(text.contains("# TYPE ckpt_failures_detected_total counter\n"), "{text}");
+        assert!(
+            text.contains("ckpt_checkpoints_taken_total{container=\"web\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ckpt_frozen_seconds{container=\"web\"} 0.025\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ckpt_failures_detected_total counter\n"),
+            "{text}"
+        );
         // No good checkpoint yet: the timestamp is left out rather than reported as 0.
-        assert!(!text.contains("ckpt_last_good_checkpoint_timestamp_seconds{"), "{text}");
+        assert!(
+            !text.contains("ckpt_last_good_checkpoint_timestamp_seconds{"),
+            "{text}"
+        );
     }
 }

@@ -84,14 +84,20 @@ pub struct ReloadOutcome {
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. In-flight checkpoints finish before it returns.
 pub async fn run(config: DaemonConfig, backend: Arc<dyn Backend>) -> anyhow::Result<()> {
     // Set up the store directory, the event log and the exit monitor.
-    crate::fsutil::create_private_dir_all(&config.store_root)
-        .with_context(|| format!("failed to create store directory {}", config.store_root.display()))?;
+    crate::fsutil::create_private_dir_all(&config.store_root).with_context(|| {
+        format!(
+            "failed to create store directory {}",
+            config.store_root.display()
+        )
+    })?;
     let (shutdown_sender, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         backend,
@@ -148,8 +154,10 @@ pub async fn run(config: DaemonConfig, backend: Arc<dyn Backend>) -> anyhow::Res
 
     // Main loop: reload on SIGHUP, directory changes or API requests; stop on SIGTERM/SIGINT.
     let mut hangup = signal(SignalKind::hangup()).context("failed to install SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("failed to install SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("failed to install SIGINT handler")?;
     let mut fingerprint = dir_fingerprint(&config.policy_dir);
     let mut poll = tokio::time::interval(POLICY_POLL);
     loop {
@@ -238,7 +246,11 @@ fn reload(
         }
     };
 
-    let failed_paths: HashSet<PathBuf> = set.errors.iter().map(|err| err.path().to_path_buf()).collect();
+    let failed_paths: HashSet<PathBuf> = set
+        .errors
+        .iter()
+        .map(|err| err.path().to_path_buf())
+        .collect();
     let mut errors: Vec<String> = set.errors.iter().map(PolicyError::to_string).collect();
     for err in &set.errors {
         let kept = registry.supervised.contains_key(err.path());
@@ -246,8 +258,11 @@ fn reload(
     }
 
     // Stop supervisors whose file is gone, or whose file now names another container.
-    let mut new_by_path: BTreeMap<PathBuf, LoadedPolicy> =
-        set.policies.into_iter().map(|loaded| (loaded.path.clone(), loaded)).collect();
+    let mut new_by_path: BTreeMap<PathBuf, LoadedPolicy> = set
+        .policies
+        .into_iter()
+        .map(|loaded| (loaded.path.clone(), loaded))
+        .collect();
     let stale: Vec<PathBuf> = registry
         .supervised
         .iter()
@@ -269,7 +284,11 @@ fn reload(
             && loaded.policy != entry.loaded.policy
         {
             entry.loaded = loaded.clone();
-            if entry.commands.try_send(Command::Update(Box::new(loaded))).is_err() {
+            if entry
+                .commands
+                .try_send(Command::Update(Box::new(loaded)))
+                .is_err()
+            {
                 tracing::warn!(container = %entry.loaded.policy.container, "failed to pass the updated policy to its supervisor");
             }
         }
@@ -294,7 +313,9 @@ fn reload(
         }
         let (commands, task) = supervisor::spawn(Arc::clone(shared), loaded.clone());
         tasks.push(task);
-        registry.supervised.insert(path, Supervised { loaded, commands });
+        registry
+            .supervised
+            .insert(path, Supervised { loaded, commands });
     }
     tasks.retain(|task| !task.is_finished());
 

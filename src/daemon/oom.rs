@@ -37,12 +37,19 @@ fn counter_path(proc_cgroup: &str, v1_root: &Path, unified_root: &Path) -> Optio
     let mut unified = None;
     for line in proc_cgroup.lines() {
         let mut fields = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
             continue;
         };
         let relative = path.trim_start_matches('/');
         if controllers.split(',').any(|name| name == "memory") {
-            return Some(v1_root.join("memory").join(relative).join("memory.oom_control"));
+            return Some(
+                v1_root
+                    .join("memory")
+                    .join(relative)
+                    .join("memory.oom_control"),
+            );
         }
         if controllers.is_empty() {
             unified = Some(unified_root.join(relative).join("memory.events"));
@@ -65,7 +72,10 @@ mod tests {
     fn v1_memory_controller_wins() {
         let text = "12:memory:/user.slice/web\n0::/user.slice\n";
         let path = counter_path(text, Path::new("/cg"), Path::new("/cg/unified")).unwrap();
-        assert_eq!(path, Path::new("/cg/memory/user.slice/web/memory.oom_control"));
+        assert_eq!(
+            path,
+            Path::new("/cg/memory/user.slice/web/memory.oom_control")
+        );
     }
 
     #[test]
@@ -84,8 +94,14 @@ mod tests {
 
     #[test]
     fn oom_kill_line_is_parsed() {
-        assert_eq!(parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"), Some(3));
-        assert_eq!(parse_oom_kill("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n"), Some(1));
+        assert_eq!(
+            parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            Some(3)
+        );
+        assert_eq!(
+            parse_oom_kill("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n"),
+            Some(1)
+        );
         assert_eq!(parse_oom_kill("oom 1\n"), None);
     }
 
@@ -93,9 +109,16 @@ mod tests {
     fn own_cgroup_has_readable_counter() {
         let Some(counter) = OomCounter::for_pid(std::process::id() as i32) else {
             eprintln!("skipped: no memory cgroup found for this process");
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "no memory cgroup in CI");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no memory cgroup in CI"
+            );
             return;
         };
-        assert!(counter.read().is_some(), "no oom_kill line in {}", counter.path.display());
+        assert!(
+            counter.read().is_some(),
+            "no oom_kill line in {}",
+            counter.path.display()
+        );
     }
 }

@@ -26,7 +26,10 @@ pub struct OpsBackend {
 
 impl OpsBackend {
     fn runtime_root(&self, policy: &Policy) -> Option<PathBuf> {
-        policy.runtime_root.clone().or_else(|| self.runtime_root.clone())
+        policy
+            .runtime_root
+            .clone()
+            .or_else(|| self.runtime_root.clone())
     }
 
     fn context(&self, policy: Option<&Policy>) -> Context {
@@ -82,7 +85,11 @@ impl Backend for OpsBackend {
         }
     }
 
-    fn checkpoint(&self, policy: &Policy, health_passing: Option<bool>) -> anyhow::Result<CheckpointRecord> {
+    fn checkpoint(
+        &self,
+        policy: &Policy,
+        health_passing: Option<bool>,
+    ) -> anyhow::Result<CheckpointRecord> {
         // NOTE: ops::checkpoint reads the runtime binary from CKPT_RUNTIME, not from the
         // policy's `runtime`, and compresses at the store's fixed level, not at the policy's
         // `compression_level`.
@@ -98,7 +105,11 @@ impl Backend for OpsBackend {
     fn verify(&self, id: &CheckpointId) -> anyhow::Result<()> {
         let store = self.context(None).open_existing_store()?;
         let report = store.verify(Some(id))?;
-        match report.checkpoints.iter().find_map(|check| check.error.clone()) {
+        match report
+            .checkpoints
+            .iter()
+            .find_map(|check| check.error.clone())
+        {
             Some(error) => anyhow::bail!("checkpoint {id} failed verification: {error}"),
             None => Ok(()),
         }
@@ -106,7 +117,11 @@ impl Backend for OpsBackend {
 
     fn list_checkpoints(&self, container: &ContainerId) -> anyhow::Result<Vec<CheckpointRecord>> {
         let store = self.context(None).open_store()?;
-        Ok(store.list(Some(container))?.into_iter().map(record).collect())
+        Ok(store
+            .list(Some(container))?
+            .into_iter()
+            .map(record)
+            .collect())
     }
 
     fn list_all_checkpoints(&self) -> anyhow::Result<Vec<CheckpointRecord>> {
@@ -120,7 +135,11 @@ impl Backend for OpsBackend {
         Ok(())
     }
 
-    fn restore_paused(&self, policy: &Policy, id: &CheckpointId) -> anyhow::Result<DebugContainerInfo> {
+    fn restore_paused(
+        &self,
+        policy: &Policy,
+        id: &CheckpointId,
+    ) -> anyhow::Result<DebugContainerInfo> {
         let request = RestoreRequest {
             container: policy.container.clone(),
             checkpoint: Some(id.to_string()),
@@ -131,7 +150,10 @@ impl Backend for OpsBackend {
     }
 
     fn list_debug(&self) -> anyhow::Result<Vec<DebugContainerInfo>> {
-        Ok(ops::list_debug(&self.store_root)?.into_iter().map(debug_info).collect())
+        Ok(ops::list_debug(&self.store_root)?
+            .into_iter()
+            .map(debug_info)
+            .collect())
     }
 
     fn remove_debug(&self, name: &str) -> anyhow::Result<()> {
@@ -151,10 +173,15 @@ impl Backend for OpsBackend {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("failed to run {} exec for the health probe", runtime.binary))?;
+            .with_context(|| {
+                format!("failed to run {} exec for the health probe", runtime.binary)
+            })?;
         let deadline = Instant::now() + probe.timeout.0;
         loop {
-            if let Some(status) = child.try_wait().context("failed to wait for the health probe")? {
+            if let Some(status) = child
+                .try_wait()
+                .context("failed to wait for the health probe")?
+            {
                 return Ok(status.success());
             }
             if Instant::now() >= deadline {

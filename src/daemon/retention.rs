@@ -18,8 +18,13 @@ pub fn is_good(record: &CheckpointRecord, requires_health: bool) -> bool {
 }
 
 /// Returns the newest good checkpoint in a newest-first list.
-pub fn last_good(checkpoints: &[CheckpointRecord], requires_health: bool) -> Option<&CheckpointRecord> {
-    checkpoints.iter().find(|record| is_good(record, requires_health))
+pub fn last_good(
+    checkpoints: &[CheckpointRecord],
+    requires_health: bool,
+) -> Option<&CheckpointRecord> {
+    checkpoints
+        .iter()
+        .find(|record| is_good(record, requires_health))
 }
 
 /// Chooses the checkpoints to delete from a newest-first list.
@@ -108,7 +113,9 @@ mod tests {
             .map(|(index, (age_secs, added, health))| {
                 let created = now - chrono::Duration::seconds(*age_secs);
                 CheckpointRecord {
-                    id: format!("{}-{index:06x}", created.format("%Y%m%dT%H%M%SZ")).parse().unwrap(),
+                    id: format!("{}-{index:06x}", created.format("%Y%m%dT%H%M%SZ"))
+                        .parse()
+                        .unwrap(),
                     container: "web".parse::<ContainerId>().unwrap(),
                     created,
                     logical_bytes: *added,
@@ -133,7 +140,10 @@ mod tests {
 
     #[test]
     fn keep_deletes_oldest_beyond_count() {
-        let list = records(now(), &[(10, 1, None), (20, 1, None), (30, 1, None), (40, 1, None)]);
+        let list = records(
+            now(),
+            &[(10, 1, None), (20, 1, None), (30, 1, None), (40, 1, None)],
+        );
         let deleted = plan_deletions(&list, &rules(2), false, &HashSet::new(), now());
         assert_eq!(deleted, vec![list[3].id.clone(), list[2].id.clone()]);
     }
@@ -143,7 +153,11 @@ mod tests {
         // Only the oldest checkpoint was taken while the probe passed.
         let list = records(
             now(),
-            &[(10, 1, Some(false)), (20, 1, Some(false)), (30, 1, Some(true))],
+            &[
+                (10, 1, Some(false)),
+                (20, 1, Some(false)),
+                (30, 1, Some(true)),
+            ],
         );
         let deleted = plan_deletions(&list, &rules(1), true, &HashSet::new(), now());
         assert_eq!(deleted, vec![list[1].id.clone()]);
@@ -162,14 +176,20 @@ mod tests {
     fn max_age_deletes_only_old_checkpoints() {
         let mut retention = rules(10);
         retention.max_age = Some(HumanDuration(Duration::from_secs(60)));
-        let list = records(now(), &[(10, 1, None), (59, 1, None), (61, 1, None), (500, 1, None)]);
+        let list = records(
+            now(),
+            &[(10, 1, None), (59, 1, None), (61, 1, None), (500, 1, None)],
+        );
         let deleted = plan_deletions(&list, &retention, false, &HashSet::new(), now());
         assert_eq!(deleted, vec![list[3].id.clone(), list[2].id.clone()]);
     }
 
     #[test]
     fn pinned_and_in_use_checkpoints_survive() {
-        let list = records(now(), &[(10, 1, None), (20, 1, None), (30, 1, None), (40, 1, None)]);
+        let list = records(
+            now(),
+            &[(10, 1, None), (20, 1, None), (30, 1, None), (40, 1, None)],
+        );
         let mut retention = rules(1);
         retention.pinned = vec![list[3].id.clone()];
         let in_use = HashSet::from([list[2].id.clone()]);
@@ -181,7 +201,15 @@ mod tests {
     fn max_total_size_deletes_oldest_until_under_limit() {
         let mut retention = rules(10);
         retention.max_total_size = Some(ByteSize(250));
-        let list = records(now(), &[(10, 100, None), (20, 100, None), (30, 100, None), (40, 100, None)]);
+        let list = records(
+            now(),
+            &[
+                (10, 100, None),
+                (20, 100, None),
+                (30, 100, None),
+                (40, 100, None),
+            ],
+        );
         let deleted = plan_deletions(&list, &retention, false, &HashSet::new(), now());
         assert_eq!(deleted, vec![list[3].id.clone(), list[2].id.clone()]);
     }
@@ -211,7 +239,10 @@ mod tests {
     #[test]
     fn debug_removals_keep_newest() {
         let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(plan_debug_removals(&names, 1), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            plan_debug_removals(&names, 1),
+            vec!["a".to_string(), "b".to_string()]
+        );
         assert!(plan_debug_removals(&names, 5).is_empty());
     }
 }

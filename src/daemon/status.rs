@@ -91,7 +91,10 @@ impl StatusBoard {
     /// so that a supervisor that stops late does not remove its successor's status.
     pub fn remove(&self, container: &ContainerId, policy_path: &std::path::Path) {
         let mut containers = self.lock();
-        if containers.get(container).is_some_and(|status| status.policy_path == policy_path) {
+        if containers
+            .get(container)
+            .is_some_and(|status| status.policy_path == policy_path)
+        {
             containers.remove(container);
         }
     }
@@ -109,6 +112,8 @@ impl StatusBoard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ContainerId, ContainerStatus>> {
-        self.containers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.containers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -64,7 +64,10 @@ enum End {
 
 /// Starts a supervisor task for `loaded`; dropping every sender of the returned channel
 /// stops it.
-pub fn spawn(shared: Arc<Shared>, loaded: LoadedPolicy) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
+pub fn spawn(
+    shared: Arc<Shared>,
+    loaded: LoadedPolicy,
+) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(8);
     shared.board.insert(ContainerStatus::new(
         loaded.policy.container.clone(),
@@ -127,7 +130,9 @@ impl Supervisor {
     }
 
     fn set_state(&self, state: RunState) {
-        self.shared.board.update(self.container(), |status| status.state = state);
+        self.shared
+            .board
+            .update(self.container(), |status| status.state = state);
     }
 
     fn record_event(&self, event: Event) {
@@ -153,7 +158,10 @@ impl Supervisor {
     fn handle_idle_command(&mut self, command: Command) {
         match command {
             Command::CheckpointNow(reply) => {
-                let _ = reply.send(Err(format!("container {} is not running", self.container())));
+                let _ = reply.send(Err(format!(
+                    "container {} is not running",
+                    self.container()
+                )));
             }
             Command::Update(loaded) => self.apply_update(*loaded),
         }
@@ -176,8 +184,15 @@ impl Supervisor {
             if *self.shutdown.borrow() {
                 return None;
             }
-            match self.blocking(|backend, policy| backend.container_state(policy)).await {
-                Ok(Some(state)) if state.status == "running" && state.pid > 0 && Some(state.pid) != handled_pid => {
+            match self
+                .blocking(|backend, policy| backend.container_state(policy))
+                .await
+            {
+                Ok(Some(state))
+                    if state.status == "running"
+                        && state.pid > 0
+                        && Some(state.pid) != handled_pid =>
+                {
                     return Some(state);
                 }
                 Ok(_) => {
@@ -196,7 +211,9 @@ impl Supervisor {
             if handled_pid.is_none() {
                 self.set_state(RunState::Waiting);
             }
-            self.shared.board.update(self.container(), |status| status.next_checkpoint = None);
+            self.shared
+                .board
+                .update(self.container(), |status| status.next_checkpoint = None);
             tokio::select! {
                 _ = self.shutdown.changed() => return None,
                 command = self.commands.recv() => match command {
@@ -216,17 +233,25 @@ impl Supervisor {
             interval
         } else {
             let factor = 1u32 << self.consecutive_errors.min(6);
-            interval.saturating_mul(factor).min(MAX_BACKOFF.max(interval))
+            interval
+                .saturating_mul(factor)
+                .min(MAX_BACKOFF.max(interval))
         };
         let jitter_ms = self.policy().jitter().as_millis() as u64;
-        let jitter = if jitter_ms == 0 { 0 } else { rand::random_range(0..=jitter_ms) };
+        let jitter = if jitter_ms == 0 {
+            0
+        } else {
+            rand::random_range(0..=jitter_ms)
+        };
         base + Duration::from_millis(jitter)
     }
 
     fn schedule(&self) -> tokio::time::Instant {
         let delay = self.next_delay();
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        self.shared.board.update(self.container(), |status| status.next_checkpoint = Some(at));
+        self.shared
+            .board
+            .update(self.container(), |status| status.next_checkpoint = Some(at));
         tokio::time::Instant::now() + delay
     }
 
@@ -247,8 +272,13 @@ impl Supervisor {
 
         let mut next_checkpoint = self.schedule();
         let mut oom_tick = tokio::time::interval(OOM_POLL);
-        let probe_period = self.policy().health.as_ref().map_or(Duration::from_secs(3600), |probe| probe.interval.0);
-        let mut probe_tick = tokio::time::interval_at(tokio::time::Instant::now() + probe_period, probe_period);
+        let probe_period = self
+            .policy()
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |probe| probe.interval.0);
+        let mut probe_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + probe_period, probe_period);
         loop {
             let probing = self.policy().health.is_some();
             tokio::select! {
@@ -300,7 +330,10 @@ impl Supervisor {
     /// Runs the health probe once and returns a failure when it failed too often in a row.
     async fn run_probe(&mut self) -> Option<FailureCause> {
         let probe = self.policy().health.clone()?;
-        let passed = match self.blocking(move |backend, policy| backend.probe_health(policy, &probe)).await {
+        let passed = match self
+            .blocking(move |backend, policy| backend.probe_health(policy, &probe))
+            .await
+        {
             Ok(passed) => passed,
             Err(err) => {
                 tracing::warn!(container = %self.container(), error = %format!("{err:#}"), "failed to run health probe");
@@ -317,7 +350,11 @@ impl Supervisor {
         }
         self.probe_failures += 1;
         tracing::warn!(container = %self.container(), failures = self.probe_failures, "health probe failed");
-        let limit = self.policy().health.as_ref().map_or(u32::MAX, |probe| probe.failures);
+        let limit = self
+            .policy()
+            .health
+            .as_ref()
+            .map_or(u32::MAX, |probe| probe.failures);
         if self.probe_failures >= limit && self.policy().on_failure.health {
             let count = self.probe_failures;
             self.probe_failures = 0;
@@ -401,13 +438,17 @@ impl Supervisor {
             "checkpoint taken"
         );
         self.record_event(
-            Event::new(EventKind::Checkpoint, &container, format!("checkpoint taken in {duration_ms} ms"))
-                .with_checkpoint(&record.id)
-                .with_detail("duration_ms", duration_ms)
-                .with_detail("logical_bytes", record.logical_bytes)
-                .with_detail("added_bytes", record.added_bytes)
-                .with_detail("frozen_time_us", record.frozen_time_us)
-                .with_detail("good", good),
+            Event::new(
+                EventKind::Checkpoint,
+                &container,
+                format!("checkpoint taken in {duration_ms} ms"),
+            )
+            .with_checkpoint(&record.id)
+            .with_detail("duration_ms", duration_ms)
+            .with_detail("logical_bytes", record.logical_bytes)
+            .with_detail("added_bytes", record.added_bytes)
+            .with_detail("frozen_time_us", record.frozen_time_us)
+            .with_detail("good", good),
         );
     }
 
@@ -457,11 +498,14 @@ impl Supervisor {
                 for id in deleted {
                     tracing::info!(container = %container, checkpoint = %id, "retention deleted checkpoint");
                     self.record_event(
-                        Event::new(EventKind::Retention, &container, "deleted by retention").with_checkpoint(&id),
+                        Event::new(EventKind::Retention, &container, "deleted by retention")
+                            .with_checkpoint(&id),
                     );
                 }
             }
-            Err(err) => tracing::warn!(container = %container, error = %format!("{err:#}"), "failed to apply retention"),
+            Err(err) => {
+                tracing::warn!(container = %container, error = %format!("{err:#}"), "failed to apply retention")
+            }
         }
     }
 
@@ -473,9 +517,15 @@ impl Supervisor {
             None => {
                 self.set_state(RunState::Stopped);
                 match ended {
-                    InitExit::Code(code) => tracing::info!(container = %container, pid, exit_code = code, "container stopped"),
-                    InitExit::Signal(number) => tracing::info!(container = %container, pid, signal = %signal_name(number), "container stopped"),
-                    InitExit::Unknown => tracing::info!(container = %container, pid, "container stopped; exit status unknown"),
+                    InitExit::Code(code) => {
+                        tracing::info!(container = %container, pid, exit_code = code, "container stopped")
+                    }
+                    InitExit::Signal(number) => {
+                        tracing::info!(container = %container, pid, signal = %signal_name(number), "container stopped")
+                    }
+                    InitExit::Unknown => {
+                        tracing::info!(container = %container, pid, "container stopped; exit status unknown")
+                    }
                 }
             }
         }
@@ -486,7 +536,9 @@ impl Supervisor {
     async fn handle_failure(&mut self, cause: FailureCause, ended: Option<InitExit>) {
         let container = self.container().clone();
         self.set_state(RunState::Failed);
-        self.shared.board.update(&container, |status| status.failures_detected += 1);
+        self.shared
+            .board
+            .update(&container, |status| status.failures_detected += 1);
 
         // Choose the checkpoint: the newest good one that still verifies.
         let requires_health = self.policy().requires_health();
@@ -515,10 +567,13 @@ impl Supervisor {
         };
 
         // Record the failure once, with the checkpoint chosen.
-        let mut event = Event::new(EventKind::Failure, &container, cause.to_string()).with_detail("cause", cause.kind());
+        let mut event = Event::new(EventKind::Failure, &container, cause.to_string())
+            .with_detail("cause", cause.kind());
         match ended {
             Some(InitExit::Code(code)) => event = event.with_detail("exit_code", code),
-            Some(InitExit::Signal(number)) => event = event.with_detail("signal", signal_name(number)),
+            Some(InitExit::Signal(number)) => {
+                event = event.with_detail("signal", signal_name(number))
+            }
             _ => {}
         }
         if let Some(record) = &chosen {
@@ -545,14 +600,18 @@ impl Supervisor {
         let id = record.id.clone();
         let restored = {
             let _permit = self.shared.criu_slots.acquire().await;
-            self.blocking(move |backend, policy| backend.restore_paused(policy, &id)).await
+            self.blocking(move |backend, policy| backend.restore_paused(policy, &id))
+                .await
         };
         match restored {
             Ok(restored) => self.report_restore(&restored),
             Err(err) => {
                 let message = format!("{err:#}");
                 tracing::error!(container = %container, checkpoint = %record.id, error = %message, "failed to restore paused debug container");
-                self.record_event(Event::new(EventKind::RestoreFailed, &container, message).with_checkpoint(&record.id));
+                self.record_event(
+                    Event::new(EventKind::RestoreFailed, &container, message)
+                        .with_checkpoint(&record.id),
+                );
             }
         }
     }
@@ -561,7 +620,10 @@ impl Supervisor {
         let pids: Vec<String> = restored.pids.iter().map(i32::to_string).collect();
         // The same commands that `ckpt restore` prints; the sysroot lets gdb load the
         // container's libraries.
-        let gdb = format!("gdb -p {pid} -ex 'set sysroot /proc/{pid}/root'", pid = restored.pid);
+        let gdb = format!(
+            "gdb -p {pid} -ex 'set sysroot /proc/{pid}/root'",
+            pid = restored.pid
+        );
         let strace = format!("strace -f -p {}", restored.pid);
         tracing::info!(
             container = %restored.container,
@@ -577,7 +639,10 @@ impl Supervisor {
             Event::new(
                 EventKind::Restore,
                 &restored.container,
-                format!("restored paused debug container {}; attach with `{gdb}` or `{strace}`", restored.name),
+                format!(
+                    "restored paused debug container {}; attach with `{gdb}` or `{strace}`",
+                    restored.name
+                ),
             )
             .with_checkpoint(&restored.checkpoint)
             .with_detail("debug_container", restored.name.clone())
@@ -589,7 +654,11 @@ impl Supervisor {
     /// Removes this container's oldest debug containers so that, with the one about to be
     /// restored, at most `keep_debug_containers` remain.
     async fn remove_old_debug_containers(&self) {
-        let keep = self.policy().on_failure.keep_debug_containers.saturating_sub(1);
+        let keep = self
+            .policy()
+            .on_failure
+            .keep_debug_containers
+            .saturating_sub(1);
         let result = self
             .blocking(move |backend, policy| {
                 let mut debug_containers: Vec<DebugContainerInfo> = backend

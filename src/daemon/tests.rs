@@ -46,7 +46,11 @@ impl Backend for FakeBackend {
         }))
     }
 
-    fn checkpoint(&self, policy: &Policy, health_passing: Option<bool>) -> anyhow::Result<CheckpointRecord> {
+    fn checkpoint(
+        &self,
+        policy: &Policy,
+        health_passing: Option<bool>,
+    ) -> anyhow::Result<CheckpointRecord> {
         if self.checkpoint_fails.load(Ordering::SeqCst) {
             anyhow::bail!("criu dump failed");
         }
@@ -72,7 +76,11 @@ impl Backend for FakeBackend {
     }
 
     fn list_checkpoints(&self, container: &ContainerId) -> anyhow::Result<Vec<CheckpointRecord>> {
-        Ok(lock(&self.checkpoints).iter().filter(|r| &r.container == container).cloned().collect())
+        Ok(lock(&self.checkpoints)
+            .iter()
+            .filter(|r| &r.container == container)
+            .cloned()
+            .collect())
     }
 
     fn list_all_checkpoints(&self) -> anyhow::Result<Vec<CheckpointRecord>> {
@@ -84,7 +92,11 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
-    fn restore_paused(&self, policy: &Policy, id: &CheckpointId) -> anyhow::Result<DebugContainerInfo> {
+    fn restore_paused(
+        &self,
+        policy: &Policy,
+        id: &CheckpointId,
+    ) -> anyhow::Result<DebugContainerInfo> {
         lock(&self.restores).push(id.clone());
         let info = DebugContainerInfo {
             name: format!("{}-debug-{}", policy.container, lock(&self.restores).len()),
@@ -120,7 +132,11 @@ fn start_workload(script: &str) -> i32 {
         .arg(format!("sh -c '{script}' >/dev/null 2>&1 & echo $!"))
         .output()
         .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn skip_unless_root() -> bool {
@@ -128,7 +144,10 @@ fn skip_unless_root() -> bool {
         return false;
     }
     eprintln!("skipped: the process events connector needs root");
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI runs as root"
+    );
     true
 }
 
@@ -188,22 +207,38 @@ async fn crash_restores_last_good_checkpoint() {
     let harness = harness();
     let pid = start_workload("sleep 2; exit 139");
     harness.backend.pid.store(pid, Ordering::SeqCst);
-    let (_commands, _task) = supervisor::spawn(harness.shared.clone(), loaded("container: web\ninterval: 500ms\n"));
+    let (_commands, _task) = supervisor::spawn(
+        harness.shared.clone(),
+        loaded("container: web\ninterval: 500ms\n"),
+    );
 
     let ended = wait_for(Duration::from_secs(5), || !alive(pid)).await;
     assert!(ended, "workload did not exit");
     let newest_before_crash = harness.backend.newest_checkpoint();
-    let restored = wait_for(Duration::from_secs(3), || !lock(&harness.backend.restores).is_empty()).await;
+    let restored = wait_for(Duration::from_secs(3), || {
+        !lock(&harness.backend.restores).is_empty()
+    })
+    .await;
 
     assert!(restored, "no restore after the crash");
     let taken = lock(&harness.backend.checkpoints).len();
     assert!(taken >= 2, "only {taken} checkpoints before the crash");
-    assert_eq!(Some(&lock(&harness.backend.restores)[0]), newest_before_crash.as_ref().map(|r| &r.id));
+    assert_eq!(
+        Some(&lock(&harness.backend.restores)[0]),
+        newest_before_crash.as_ref().map(|r| &r.id)
+    );
     let events = read_events(harness.store.path(), 100).unwrap();
-    let failure = events.iter().find(|e| e.kind == EventKind::Failure).expect("no failure event");
+    let failure = events
+        .iter()
+        .find(|e| e.kind == EventKind::Failure)
+        .expect("no failure event");
     assert_eq!(failure.details["exit_code"], 139);
     assert_eq!(failure.checkpoint, newest_before_crash.map(|r| r.id));
-    assert!(events.iter().any(|e| e.kind == EventKind::Restore && e.message.contains("gdb -p 4242")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::Restore && e.message.contains("gdb -p 4242"))
+    );
 }
 
 #[tokio::test]
@@ -214,16 +249,33 @@ async fn operator_sigterm_is_not_failure() {
     let harness = harness();
     let pid = start_workload("exec sleep 30");
     harness.backend.pid.store(pid, Ordering::SeqCst);
-    let (_commands, _task) = supervisor::spawn(harness.shared.clone(), loaded("container: web\ninterval: 500ms\n"));
+    let (_commands, _task) = supervisor::spawn(
+        harness.shared.clone(),
+        loaded("container: web\ninterval: 500ms\n"),
+    );
 
     let running = wait_for(Duration::from_secs(3), || {
-        harness.shared.board.list().first().is_some_and(|s| s.state == status::RunState::Running)
+        harness
+            .shared
+            .board
+            .list()
+            .first()
+            .is_some_and(|s| s.state == status::RunState::Running)
     })
     .await;
     assert!(running, "supervisor never saw the workload running");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let stopped = wait_for(Duration::from_secs(3), || {
-        harness.shared.board.list().first().is_some_and(|s| s.state == status::RunState::Stopped)
+        harness
+            .shared
+            .board
+            .list()
+            .first()
+            .is_some_and(|s| s.state == status::RunState::Stopped)
     })
     .await;
 
@@ -240,25 +292,44 @@ async fn restore_falls_back_when_newest_fails_verification() {
     let harness = harness();
     let pid = start_workload("exec sleep 30");
     harness.backend.pid.store(pid, Ordering::SeqCst);
-    let (_commands, _task) = supervisor::spawn(harness.shared.clone(), loaded("container: web\ninterval: 500ms\n"));
+    let (_commands, _task) = supervisor::spawn(
+        harness.shared.clone(),
+        loaded("container: web\ninterval: 500ms\n"),
+    );
 
-    let two = wait_for(Duration::from_secs(5), || lock(&harness.backend.checkpoints).len() >= 2).await;
+    let two = wait_for(Duration::from_secs(5), || {
+        lock(&harness.backend.checkpoints).len() >= 2
+    })
+    .await;
     assert!(two, "fewer than two checkpoints");
     // Later checkpoints fail, so the corrupt one below stays the newest.
-    harness.backend.checkpoint_fails.store(true, Ordering::SeqCst);
+    harness
+        .backend
+        .checkpoint_fails
+        .store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (newest, older) = {
         let checkpoints = lock(&harness.backend.checkpoints);
         (checkpoints[0].id.clone(), checkpoints[1].id.clone())
     };
     lock(&harness.backend.failing_verify).insert(newest.clone());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSEGV).unwrap();
-    let restored = wait_for(Duration::from_secs(3), || !lock(&harness.backend.restores).is_empty()).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .unwrap();
+    let restored = wait_for(Duration::from_secs(3), || {
+        !lock(&harness.backend.restores).is_empty()
+    })
+    .await;
 
     assert!(restored, "no restore after SIGSEGV");
     assert_eq!(lock(&harness.backend.restores)[0], older);
     let events = read_events(harness.store.path(), 100).unwrap();
-    let failure = events.iter().find(|e| e.kind == EventKind::Failure).expect("no failure event");
+    let failure = events
+        .iter()
+        .find(|e| e.kind == EventKind::Failure)
+        .expect("no failure event");
     assert_eq!(failure.details["signal"], "SIGSEGV");
     assert_eq!(failure.checkpoint.as_ref(), Some(&older));
 }
@@ -274,19 +345,39 @@ async fn failing_health_probe_triggers_restore() {
     let text = "container: web\ninterval: 500ms\ngood_checkpoint:\n  health_passing: true\nhealth:\n  command: [true]\n  interval: 500ms\n  timeout: 500ms\n  failures: 2\n";
     let (_commands, _task) = supervisor::spawn(harness.shared.clone(), loaded(text));
 
-    let good = wait_for(Duration::from_secs(5), || lock(&harness.backend.checkpoints).len() >= 2).await;
+    let good = wait_for(Duration::from_secs(5), || {
+        lock(&harness.backend.checkpoints).len() >= 2
+    })
+    .await;
     assert!(good, "no checkpoints while healthy");
     harness.backend.probe_passes.store(false, Ordering::SeqCst);
-    let restored = wait_for(Duration::from_secs(5), || !lock(&harness.backend.restores).is_empty()).await;
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let restored = wait_for(Duration::from_secs(5), || {
+        !lock(&harness.backend.restores).is_empty()
+    })
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 
     assert!(restored, "no restore after the probe kept failing");
     let restored_id = lock(&harness.backend.restores)[0].clone();
     let checkpoints = lock(&harness.backend.checkpoints);
-    let record = checkpoints.iter().find(|r| r.id == restored_id).expect("restored checkpoint deleted");
-    assert_eq!(record.health_passing, Some(true), "restored a checkpoint taken while unhealthy");
+    let record = checkpoints
+        .iter()
+        .find(|r| r.id == restored_id)
+        .expect("restored checkpoint deleted");
+    assert_eq!(
+        record.health_passing,
+        Some(true),
+        "restored a checkpoint taken while unhealthy"
+    );
     let events = read_events(harness.store.path(), 100).unwrap();
-    assert!(events.iter().any(|e| e.kind == EventKind::Failure && e.details["cause"] == "health"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::Failure && e.details["cause"] == "health")
+    );
 }
 
 #[tokio::test]
@@ -300,7 +391,10 @@ async fn retention_keeps_count_and_in_use_checkpoint() {
     let text = "container: web\ninterval: 500ms\nretention:\n  keep: 2\n";
     let (_commands, _task) = supervisor::spawn(harness.shared.clone(), loaded(text));
 
-    let first = wait_for(Duration::from_secs(3), || !lock(&harness.backend.checkpoints).is_empty()).await;
+    let first = wait_for(Duration::from_secs(3), || {
+        !lock(&harness.backend.checkpoints).is_empty()
+    })
+    .await;
     assert!(first, "no checkpoint taken");
     let in_use = lock(&harness.backend.checkpoints)[0].clone();
     lock(&harness.backend.debug).push(DebugContainerInfo {
@@ -312,10 +406,17 @@ async fn retention_keeps_count_and_in_use_checkpoint() {
         pids: vec![1],
     });
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 
     let checkpoints = lock(&harness.backend.checkpoints);
-    assert_eq!(checkpoints.len(), 3, "expected two newest plus the one in use");
+    assert_eq!(
+        checkpoints.len(),
+        3,
+        "expected two newest plus the one in use"
+    );
     assert!(checkpoints.iter().any(|r| r.id == in_use.id));
     let events = read_events(harness.store.path(), 100).unwrap();
     assert!(events.iter().any(|e| e.kind == EventKind::Retention));
@@ -338,7 +439,11 @@ async fn invalid_reload_keeps_previous_policy() {
     assert!(first.errors.is_empty());
     assert_eq!(second.policies, 1);
     assert_eq!(second.errors.len(), 1);
-    assert!(second.errors[0].contains("web.yaml:2:11"), "{}", second.errors[0]);
+    assert!(
+        second.errors[0].contains("web.yaml:2:11"),
+        "{}",
+        second.errors[0]
+    );
     let registry = lock(&registry);
     let entry = registry.supervised.get(&path).expect("policy dropped");
     assert_eq!(entry.loaded.policy.interval.0, Duration::from_secs(30));
@@ -348,13 +453,21 @@ async fn invalid_reload_keeps_previous_policy() {
 async fn valid_reload_updates_and_removes_policies() {
     let harness = harness();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), "container: web\ninterval: 30s\n").unwrap();
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        "container: web\ninterval: 30s\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("db.yaml"), "container: db\ninterval: 30s\n").unwrap();
     let registry = Mutex::new(Registry::default());
     let mut tasks = Vec::new();
     reload(dir.path(), &harness.shared, &registry, &mut tasks);
 
-    std::fs::write(dir.path().join("web.yaml"), "container: web\ninterval: 10s\n").unwrap();
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        "container: web\ninterval: 10s\n",
+    )
+    .unwrap();
     std::fs::remove_file(dir.path().join("db.yaml")).unwrap();
     let outcome = reload(dir.path(), &harness.shared, &registry, &mut tasks);
 

@@ -204,7 +204,10 @@ impl Default for OnFailure {
     fn default() -> Self {
         Self {
             exit_codes: ExitCodes::NonZero,
-            signals: DEFAULT_CRASH_SIGNALS.iter().map(|s| SignalName(*s)).collect(),
+            signals: DEFAULT_CRASH_SIGNALS
+                .iter()
+                .map(|s| SignalName(*s))
+                .collect(),
             oom: true,
             health: true,
             restore: RestoreMode::Paused,
@@ -243,7 +246,10 @@ impl<'de> Deserialize<'de> for ExitCodes {
                 let mut codes = BTreeSet::new();
                 while let Some(code) = seq.next_element::<i64>()? {
                     if !(0..=255).contains(&code) {
-                        return Err(de::Error::invalid_value(de::Unexpected::Signed(code), &self));
+                        return Err(de::Error::invalid_value(
+                            de::Unexpected::Signed(code),
+                            &self,
+                        ));
                     }
                     codes.insert(code as i32);
                 }
@@ -266,7 +272,11 @@ impl<'de> Deserialize<'de> for SignalName {
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<SignalName, E> {
                 let upper = name.to_ascii_uppercase();
-                let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+                let full = if upper.starts_with("SIG") {
+                    upper
+                } else {
+                    format!("SIG{upper}")
+                };
                 full.parse::<Signal>().map(SignalName).map_err(|_| {
                     E::custom(format!(
                         "invalid signal {name:?}: expected a signal name such as SIGSEGV or ABRT"
@@ -278,7 +288,9 @@ impl<'de> Deserialize<'de> for SignalName {
     }
 }
 
-fn deserialize_container<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ContainerId, D::Error> {
+fn deserialize_container<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ContainerId, D::Error> {
     struct ContainerVisitor;
     impl de::Visitor<'_> for ContainerVisitor {
         type Value = ContainerId;
@@ -400,7 +412,10 @@ fn check_values(policy: &Policy) -> Result<(), (&'static str, String)> {
     if policy.jitter() >= interval {
         return Err((
             "jitter",
-            format!("must be shorter than interval ({})", format_duration(interval)),
+            format!(
+                "must be shorter than interval ({})",
+                format_duration(interval)
+            ),
         ));
     }
     if policy.retention.keep == 0 {
@@ -416,7 +431,9 @@ fn check_values(policy: &Policy) -> Result<(), (&'static str, String)> {
             format!("expected a zstd level from 1 to {MAX_COMPRESSION_LEVEL}, found {level}"),
         ));
     }
-    if policy.on_failure.restore == RestoreMode::Paused && policy.on_failure.keep_debug_containers == 0 {
+    if policy.on_failure.restore == RestoreMode::Paused
+        && policy.on_failure.keep_debug_containers == 0
+    {
         return Err((
             "on_failure.keep_debug_containers",
             "must be at least 1 when restore is paused".to_string(),
@@ -424,13 +441,19 @@ fn check_values(policy: &Policy) -> Result<(), (&'static str, String)> {
     }
     if let Some(probe) = &policy.health {
         if probe.command.is_empty() {
-            return Err(("health.command", "expected a program and its arguments, found an empty list".to_string()));
+            return Err((
+                "health.command",
+                "expected a program and its arguments, found an empty list".to_string(),
+            ));
         }
         if probe.failures == 0 {
             return Err(("health.failures", "must be at least 1".to_string()));
         }
         if probe.timeout.0 > probe.interval.0 {
-            return Err(("health.timeout", "must not be longer than health.interval".to_string()));
+            return Err((
+                "health.timeout",
+                "must not be longer than health.interval".to_string(),
+            ));
         }
     }
     Ok(())
@@ -512,7 +535,9 @@ fn yaml_error(path: &Path, err: serde_norway::Error) -> PolicyError {
             .map(|near| format!(" (did you mean `{near}`?)"))
             .unwrap_or_default();
         format!("{place}{suggestion}; valid keys: {}", valid.join(", "))
-    } else if let Some(missing) = backticked(&detail).filter(|_| detail.starts_with("missing field")) {
+    } else if let Some(missing) =
+        backticked(&detail).filter(|_| detail.starts_with("missing field"))
+    {
         match &field {
             Some(parent) => format!("field {parent}.{missing}: missing, expected a value"),
             None => format!("field {missing}: missing, expected a value"),

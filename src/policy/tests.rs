@@ -72,17 +72,29 @@ health:
   failures: 4
 ";
     let policy = parse(text).unwrap();
-    assert_eq!(policy.runtime_root.as_deref(), Some(Path::new("/run/runc-db")));
+    assert_eq!(
+        policy.runtime_root.as_deref(),
+        Some(Path::new("/run/runc-db"))
+    );
     assert_eq!(policy.jitter(), Duration::from_secs(20));
-    assert_eq!(policy.retention.max_age.unwrap().0, Duration::from_secs(7 * 86400));
+    assert_eq!(
+        policy.retention.max_age.unwrap().0,
+        Duration::from_secs(7 * 86400)
+    );
     assert_eq!(policy.retention.max_total_size.unwrap().0, 10 << 30);
-    assert_eq!(policy.retention.pinned[0].as_str(), "20260101T000000Z-abcdef");
+    assert_eq!(
+        policy.retention.pinned[0].as_str(),
+        "20260101T000000Z-abcdef"
+    );
     let options = policy.checkpoint_options();
     assert!(options.tcp_established && options.file_locks);
     assert!(options.skip_in_flight && options.ext_unix_sk);
     assert_eq!(options.ghost_limit, Some(1 << 20));
     assert_eq!(policy.checkpoint.compression_level, 9);
-    assert_eq!(policy.on_failure.exit_codes, ExitCodes::List([1, 139].into()));
+    assert_eq!(
+        policy.on_failure.exit_codes,
+        ExitCodes::List([1, 139].into())
+    );
     assert_eq!(
         policy.on_failure.signals,
         vec![SignalName(Signal::SIGSEGV), SignalName(Signal::SIGABRT)]
@@ -101,7 +113,10 @@ fn misspelled_key_reports_position_and_suggestion() {
     assert_eq!((line, column), (2, 1));
     assert!(message.contains("unknown key `intervl`"), "{message}");
     assert!(message.contains("did you mean `interval`?"), "{message}");
-    assert!(message.contains("valid keys: container, runtime,"), "{message}");
+    assert!(
+        message.contains("valid keys: container, runtime,"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -109,9 +124,15 @@ fn misspelled_nested_key_names_its_section() {
     let (line, column, message) =
         invalid("container: web\ninterval: 30s\nretention:\n  keep: 2\n  max_agee: 1d\n");
     assert_eq!((line, column), (5, 3));
-    assert!(message.contains("unknown key `max_agee` in retention"), "{message}");
+    assert!(
+        message.contains("unknown key `max_agee` in retention"),
+        "{message}"
+    );
     assert!(message.contains("did you mean `max_age`?"), "{message}");
-    assert!(message.contains("valid keys: keep, max_age, max_total_size, pinned"), "{message}");
+    assert!(
+        message.contains("valid keys: keep, max_age, max_total_size, pinned"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -125,7 +146,10 @@ fn unrelated_unknown_key_gets_no_suggestion() {
 fn bad_duration_reports_value_position() {
     let (line, column, message) = invalid("container: web\ninterval: 30 seconds\n");
     assert_eq!((line, column), (2, 11));
-    assert!(message.starts_with("field interval: invalid duration"), "{message}");
+    assert!(
+        message.starts_with("field interval: invalid duration"),
+        "{message}"
+    );
     assert!(message.contains("unknown unit \" seconds\""), "{message}");
 }
 
@@ -134,7 +158,10 @@ fn bad_size_in_section_reports_dotted_field() {
     let text = "container: web\ninterval: 30s\nretention:\n  max_total_size: 10 gigs\n";
     let (line, column, message) = invalid(text);
     assert_eq!((line, column), (4, 19));
-    assert!(message.starts_with("field retention.max_total_size: invalid size"), "{message}");
+    assert!(
+        message.starts_with("field retention.max_total_size: invalid size"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -142,7 +169,10 @@ fn wrong_type_reports_expected_type() {
     let text = "container: web\ninterval: 30s\nretention:\n  keep: many\n";
     let (line, column, message) = invalid(text);
     assert_eq!((line, column), (4, 9));
-    assert!(message.starts_with("field retention.keep: invalid type"), "{message}");
+    assert!(
+        message.starts_with("field retention.keep: invalid type"),
+        "{message}"
+    );
     assert!(message.contains("expected usize"), "{message}");
 }
 
@@ -156,7 +186,10 @@ fn missing_interval_is_named() {
 fn invalid_container_name_is_rejected() {
     let (line, column, message) = invalid("container: ../etc\ninterval: 30s\n");
     assert_eq!((line, column), (1, 12));
-    assert!(message.starts_with("field container: invalid container name"), "{message}");
+    assert!(
+        message.starts_with("field container: invalid container name"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -179,7 +212,10 @@ fn zero_keep_is_rejected_at_its_line() {
     let text = "container: web\ninterval: 10s\nretention:\n  keep: 0\n";
     let (line, column, message) = invalid(text);
     assert_eq!((line, column), (4, 9));
-    assert!(message.starts_with("field retention.keep: must be at least 1"), "{message}");
+    assert!(
+        message.starts_with("field retention.keep: must be at least 1"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -194,7 +230,10 @@ fn restore_mode_lists_variants() {
 fn exit_code_out_of_range_is_rejected() {
     let text = "container: web\ninterval: 10s\non_failure:\n  exit_codes: [1, 300]\n";
     let (_, _, message) = invalid(text);
-    assert!(message.contains("expected `nonzero` or a list of exit codes"), "{message}");
+    assert!(
+        message.contains("expected `nonzero` or a list of exit codes"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -207,7 +246,10 @@ fn syntax_error_has_position() {
 #[test]
 fn error_display_starts_with_file_line_column() {
     let err = parse("container: web\nintervl: 30s\n").unwrap_err();
-    assert!(err.to_string().starts_with("web.yaml:2:1: unknown key"), "{err}");
+    assert!(
+        err.to_string().starts_with("web.yaml:2:1: unknown key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -234,6 +276,7 @@ fn paused_restore_needs_a_debug_container_slot() {
         message,
         "field on_failure.keep_debug_containers: must be at least 1 when restore is paused"
     );
-    let text = "container: web\ninterval: 10s\non_failure:\n  restore: none\n  keep_debug_containers: 0\n";
+    let text =
+        "container: web\ninterval: 10s\non_failure:\n  restore: none\n  keep_debug_containers: 0\n";
     assert!(parse(text).is_ok());
 }
