@@ -230,6 +230,24 @@ fn crash_restores_paused_debug_container() {
         return;
     };
 
+    // While the daemon runs, `ckpt list` asks it: with an empty --store but the
+    // daemon's socket, the daemon's checkpoints still show.
+    let empty_store = env.dir.path().join("no-store-here");
+    let listed = Command::new(common::ckpt_bin())
+        .arg("--store")
+        .arg(&empty_store)
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.as_array().unwrap().len() >= 2, "list did not go through the daemon: {listed}");
+    assert!(listed[0]["frozen_ms"].as_f64().unwrap() > 0.0, "{listed}");
+    let criu_version = ckpt::criu::Criu::locate().unwrap().version;
+    assert_eq!(listed[0]["criu_version"], criu_version.as_str());
+
     // Crash: a child shell dies of SIGSEGV, then init exits with 139.
     let (token, counter_at_crash) = container.last_state().unwrap();
     let newest_before_crash = checkpoints(&env, &container)[0]["id"]

@@ -351,6 +351,30 @@ pub fn checkpoint_through_daemon(
     })
 }
 
+/// Lists every checkpoint through the daemon; `None` when no daemon answers on `socket`.
+pub fn list_through_daemon(socket: &Path) -> Result<Option<Vec<proto::CheckpointEntry>>, Failure> {
+    let result = runtime()?.block_on(async {
+        let mut client = match control::connect(socket).await {
+            Ok(client) => client,
+            Err(ConnectError::NotRunning { .. }) => return Ok(None),
+            Err(err) => return Err(anyhow::Error::new(err)),
+        };
+        let reply = client
+            .list(proto::ListRequest {
+                container: String::new(),
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "the daemon failed to list checkpoints: {}",
+                    status.message()
+                )
+            })?;
+        Ok(Some(reply.into_inner().checkpoints))
+    });
+    result.map_err(Failure::failed)
+}
+
 /// CRIU option flags given for a container whose checkpoints the daemon takes.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -97,7 +97,10 @@ fn reference_markdown() -> String {
 #[cfg(test)]
 fn append_help(text: &mut String, command: &mut clap::Command, path: &str) {
     let help = command.render_long_help().to_string();
-    text.push_str(&format!("\n## {path}\n\n```text\n{}\n```\n", help.trim_end()));
+    text.push_str(&format!(
+        "\n## {path}\n\n```text\n{}\n```\n",
+        help.trim_end()
+    ));
     let names: Vec<String> = command
         .get_subcommands()
         .filter(|s| !s.is_hide_set() && s.get_name() != "help")

@@ -33,7 +33,13 @@ pub struct Cli {
     pub store: PathBuf,
 
     /// State root of the container runtime [default: runc's, /run/runc].
-    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", hide_env_values = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_RUNTIME_ROOT",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub runtime_root: Option<PathBuf>,
 
     /// Control socket of `ckpt daemon`.
@@ -99,7 +105,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, &cli.socket, args),
-        Command::List(args) => checkpoints::list(&ctx, args),
+        Command::List(args) => checkpoints::list(&ctx, &cli.socket, args),
         Command::Restore(args) => debug::restore(&ctx, args),
         Command::Ps(args) => debug::ps(&ctx, args),
         Command::Resume(args) => debug::resume(&ctx, args),

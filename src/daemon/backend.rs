@@ -20,6 +20,8 @@ pub struct CheckpointRecord {
     pub health_passing: Option<bool>,
     /// How long CRIU kept the container frozen, in microseconds.
     pub frozen_time_us: u64,
+    /// Version of CRIU that took the checkpoint.
+    pub criu_version: String,
 }
 
 /// Container state as the runtime reports it.

@@ -142,6 +142,8 @@ fn entry(record: CheckpointRecord) -> proto::CheckpointEntry {
         logical_bytes: record.logical_bytes,
         added_bytes: record.added_bytes,
         health_passing: record.health_passing,
+        frozen_time_us: record.frozen_time_us,
+        criu_version: record.criu_version,
     }
 }
 

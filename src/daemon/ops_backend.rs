@@ -52,6 +52,7 @@ impl OpsBackend {
 fn record(manifest: Manifest) -> CheckpointRecord {
     CheckpointRecord {
         frozen_time_us: manifest.meta.dump_stats.frozen_time_us,
+        criu_version: manifest.meta.criu_version,
         health_passing: manifest.meta.health_passing,
         id: manifest.meta.id,
         container: manifest.meta.container,

@@ -122,6 +122,7 @@ mod tests {
                     added_bytes: *added,
                     health_passing: *health,
                     frozen_time_us: 0,
+                    criu_version: "4.2.1".to_string(),
                 }
             })
             .collect()

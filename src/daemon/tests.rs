@@ -63,6 +63,7 @@ impl Backend for FakeBackend {
             added_bytes: 10,
             health_passing,
             frozen_time_us: 1000,
+            criu_version: "4.2.1".to_string(),
         };
         lock(&self.checkpoints).insert(0, record.clone());
         Ok(record)
