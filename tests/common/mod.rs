@@ -196,6 +196,27 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// Removes the debug containers a test left, also when it failed part way:
+    /// their tasks and shims would otherwise outlive the test.
+    fn drop(&mut self) {
+        let Ok(output) = Command::new(ckpt_bin())
+            .arg("--store")
+            .arg(&self.store)
+            .args(["ps", "--json"])
+            .output()
+        else {
+            return;
+        };
+        let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        for debug in listed.as_array().into_iter().flatten() {
+            if let Some(name) = debug["name"].as_str() {
+                let _ = self.ckpt(&["rm", name]);
+            }
+        }
+    }
+}
+
 /// A runc container started by a test; deleted when dropped.
 pub struct Container {
     pub id: String,
