@@ -346,16 +346,7 @@ pub fn build_bundle(bundle: &Path, script: &str) {
     fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 }
 
-/// Returns the one-letter state (`R`, `S`, `T`...) of a process.
-pub fn process_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
+pub use ckpt::ops::debug::process_state;
 
 /// Parses `ckpt restore --json` output.
 pub fn restore_json(stdout: &str) -> serde_json::Value {
