@@ -346,6 +346,7 @@ pub fn build_bundle(bundle: &Path, script: &str) {
     fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 }
 
+#[allow(unused_imports)]
 pub use ckpt::ops::debug::process_state;
 
 /// Parses `ckpt restore --json` output.
