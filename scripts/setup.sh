@@ -121,9 +121,11 @@ else
     say "installed CRIU $CRIU_VERSION as $CRIU_BIN"
 fi
 
-# crit: built from the same source tree.
+# crit: built from the same source tree. Debian 12's crit (from its criu 3.17
+# package) has no --version and cannot read CRIU 4's pagemap images, so a crit
+# that fails --version is replaced.
 if [ -x "$(dirname "$0")/install-crit.sh" ]; then
-    if ! command -v crit >/dev/null 2>&1 || ! crit --help >/dev/null 2>&1; then
+    if ! command -v crit >/dev/null 2>&1 || ! crit --version >/dev/null 2>&1; then
         [ -d "$CRIU_SRC" ] || unpack_criu_source
         say "installing crit from $CRIU_SRC"
         "$(dirname "$0")/install-crit.sh" "$CRIU_SRC"

@@ -170,7 +170,7 @@ fn events(env: &TestEnv) -> Vec<serde_json::Value> {
         .unwrap()
 }
 
-/// Polls `condition` every 50 ms until it holds or `limit` passes; returns whether it held.
+/// Polls `condition` every 50 ms until it is true or `limit` passes. Returns its last value.
 fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -230,6 +230,31 @@ fn crash_restores_paused_debug_container() {
         return;
     };
 
+    // While the daemon runs, `ckpt list` asks it: with an empty --store but the
+    // daemon's socket, the daemon's checkpoints still show.
+    let empty_store = env.dir.path().join("no-store-here");
+    let listed = Command::new(common::ckpt_bin())
+        .arg("--store")
+        .arg(&empty_store)
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(
+        listed.as_array().unwrap().len() >= 2,
+        "list did not go through the daemon: {listed}"
+    );
+    assert!(listed[0]["frozen_ms"].as_f64().unwrap() > 0.0, "{listed}");
+    let criu_version = ckpt::criu::Criu::locate().unwrap().version;
+    assert_eq!(listed[0]["criu_version"], criu_version.as_str());
+
     // Crash: a child shell dies of SIGSEGV, then init exits with 139.
     let (token, counter_at_crash) = container.last_state().unwrap();
     let newest_before_crash = checkpoints(&env, &container)[0]["id"]
@@ -258,7 +283,7 @@ fn crash_restores_paused_debug_container() {
     assert_eq!(debug["container"], container.id.as_str());
     let chosen = debug["checkpoint"].as_str().unwrap().to_string();
     // The chosen checkpoint is the newest at the crash, or one the daemon took between the
-    // crash and init's exit; either way it is listed and good.
+    // crash and init's exit. Either way it is listed and good.
     assert!(
         chosen >= newest_before_crash,
         "restored {chosen}, older than {newest_before_crash}"
@@ -297,7 +322,7 @@ fn crash_restores_paused_debug_container() {
     let status = daemon.status_json(&env);
     assert_eq!(status["containers"][0]["failures_detected"], 1);
 
-    // The debug container holds the crashed workload's state: same token, and a counter no
+    // The debug container contains the crashed workload's state: same token, and a counter no
     // later than at the crash.
     let name = debug["name"].as_str().unwrap().to_string();
     env.ckpt_ok(&["resume", &name]);
@@ -510,4 +535,120 @@ fn retention_keeps_last_good_checkpoint() {
     assert_eq!(list[0]["status"], "unhealthy");
     assert_eq!(list[1]["status"], "good");
     assert!(events(&env).iter().any(|e| e["kind"] == "retention"));
+}
+
+/// A workload whose subshell fills memory on SIGUSR2, so that the kernel OOM-kills it
+/// while init keeps running.
+const OOM_WORKLOAD: &str = r#"#!/bin/sh
+token=$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
+trap '( x=$(head -c 400000000 /dev/zero | tr "\0" a) )' USR2
+i=0
+while true; do
+  i=$((i+1))
+  echo "token=$token counter=$i"
+  sleep 0.2
+done
+"#;
+
+#[test]
+fn oom_kill_restores_paused_debug_container() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let bundle = env.bundle("oom-bundle", OOM_WORKLOAD);
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    config["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 64u64 << 20 });
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let container = env.start(&bundle);
+    let daemon = Daemon::start(&env);
+    daemon.write_policy("web.yaml", &policy(&container, ""));
+    let first_checkpoint = wait_until(Duration::from_secs(15), || {
+        count_checkpoints(&env, &container) >= 1
+    });
+    assert!(
+        first_checkpoint,
+        "no checkpoint; daemon log:\n{}",
+        daemon.log()
+    );
+
+    let output = container.runc(&["kill", &container.id, "USR2"]);
+    assert!(
+        output.status.success(),
+        "runc kill USR2: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let restored = wait_until(Duration::from_secs(10), || {
+        !debug_containers(&env).is_empty()
+    });
+    assert!(
+        restored,
+        "no debug container after the OOM kill; daemon log:\n{}",
+        daemon.log()
+    );
+
+    let events = events(&env);
+    let failure = events
+        .iter()
+        .find(|e| e["kind"] == "failure")
+        .expect("failure event");
+    assert_eq!(failure["details"]["cause"], "oom_kill");
+    assert_eq!(
+        container.status(),
+        "running",
+        "the OOM kill should have hit the subshell, not init"
+    );
+    let (_, counter) = container.last_state().unwrap();
+    container.wait_for_output(&format!("counter={}", counter + 2), Duration::from_secs(5));
+}
+
+#[test]
+fn control_api_rejects_non_root_peer() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let daemon = Daemon::start(&env);
+    let listening = wait_until(Duration::from_secs(10), || daemon.socket.exists());
+    assert!(listening, "no socket; daemon log:\n{}", daemon.log());
+
+    // Open the path to everyone so that only the credential check stands in the way.
+    for (path, mode) in [
+        (env.dir.path(), 0o755),
+        (daemon.socket.parent().unwrap(), 0o755),
+        (daemon.socket.as_path(), 0o666),
+    ] {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::ckpt_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["status", "--json"])
+        .output()
+        .expect("run setpriv");
+
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "a non-root peer got a status reply"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the daemon serves only root"), "{stderr}");
+    let rejected = wait_until(Duration::from_secs(5), || {
+        daemon
+            .log()
+            .contains("rejected control connection from a non-root user")
+    });
+    assert!(rejected, "daemon log:\n{}", daemon.log());
+    // Root still gets an answer.
+    assert!(daemon.status_json(&env)["containers"].as_array().is_some());
 }

@@ -57,6 +57,10 @@ fn paused_restore_attach_resume_and_remove() {
     assert_eq!(listed[0]["id"], checkpoint.as_str());
     assert_eq!(listed[0]["status"], "good");
     assert!(listed[0]["logical_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        listed[0]["frozen_ms"].as_f64().unwrap() > 0.0,
+        "CRIU's dump statistics missing: {listed}"
+    );
 
     // The container dies; its rootfs keeps the last counter it wrote.
     container.kill();

@@ -664,6 +664,29 @@ fn cli_inspects_stored_checkpoints() {
     assert_eq!(code, 0, "{err}");
     let matches: Value = serde_json::from_str(&out).expect("memgrep prints JSON");
     assert!(!matches.as_array().unwrap().is_empty(), "{out}");
+    let (code, out, err) = ckpt(
+        &store,
+        &[
+            "memgrep",
+            &first,
+            "--regex",
+            "CKPT_COUNTER=[0-9]+",
+            "--max-count",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches("\npid ").count() + usize::from(out.starts_with("pid ")),
+        1,
+        "{out}"
+    );
+    assert_eq!(
+        err,
+        "ckpt: reached the --max-count limit of 1 matches, so more may exist\n"
+    );
+    let (code, _, err) = ckpt(&store, &["memgrep", &first, "x", "--max-count", "0"]);
+    assert_eq!(code, 2, "{err}");
     let (code, _, err) = ckpt(&store, &["memgrep", &first, "--regex", "("]);
     assert_eq!(code, 2);
     assert!(err.starts_with("ckpt: invalid regex \"(\""), "{err}");

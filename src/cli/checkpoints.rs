@@ -1,6 +1,7 @@
 //! `ckpt checkpoint` and `ckpt list`.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -51,16 +52,13 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
     if let Some(reply) =
         super::daemon::checkpoint_through_daemon(socket, &args.container, flags_given)?
     {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "checkpointed {} through the daemon ({} of images, {} added to the store, frozen {:.1} ms)",
-            args.container,
-            output::size(reply.logical_bytes),
-            output::size(reply.added_bytes),
-            reply.frozen_time_us as f64 / 1000.0
+        print_checkpointed(
+            &format!("{} through the daemon", args.container),
+            &reply.checkpoint,
+            reply.logical_bytes,
+            reply.added_bytes,
+            reply.frozen_time_us,
         );
-        let _ = writeln!(out, "{}", reply.checkpoint);
         return Ok(());
     }
     let options = CheckpointOptions {
@@ -72,18 +70,33 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
     };
     let manifest =
         ops::checkpoint(ctx, &args.container, &options, None).map_err(|e| classify(e.into()))?;
-    let stats = &manifest.meta.dump_stats;
+    print_checkpointed(
+        args.container.as_str(),
+        manifest.meta.id.as_str(),
+        manifest.logical_bytes,
+        manifest.added_bytes,
+        manifest.meta.dump_stats.frozen_time_us,
+    );
+    Ok(())
+}
+
+/// Prints the summary line and, as the last line, the checkpoint id.
+fn print_checkpointed(
+    what: &str,
+    id: &str,
+    logical_bytes: u64,
+    added_bytes: u64,
+    frozen_time_us: u64,
+) {
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "checkpointed {} ({} of images, {} added to the store, frozen {:.1} ms)",
-        args.container,
-        output::size(manifest.logical_bytes),
-        output::size(manifest.added_bytes),
-        stats.frozen_time_us as f64 / 1000.0
+        "checkpointed {what} ({} of images, {} added to the store, frozen {:.1} ms)",
+        output::size(logical_bytes),
+        output::size(added_bytes),
+        frozen_time_us as f64 / 1000.0
     );
-    let _ = writeln!(out, "{}", manifest.meta.id);
-    Ok(())
+    let _ = writeln!(out, "{id}");
 }
 
 /// List checkpoints, newest first.
@@ -103,25 +116,67 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// One checkpoint as `ckpt list --json` prints it.
-#[derive(Debug, Serialize)]
-pub struct ListEntry<'a> {
-    pub id: &'a str,
-    pub container: &'a str,
-    pub created: String,
+/// One checkpoint as `ckpt list` shows it; `--json` prints these fields.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListEntry {
+    pub id: String,
+    pub container: String,
+    #[serde(serialize_with = "rfc3339_seconds")]
+    pub created: DateTime<Utc>,
+    /// `good`, or `unhealthy` for a checkpoint taken while the health probe failed.
     pub status: &'static str,
     pub logical_bytes: u64,
     pub added_bytes: u64,
     pub frozen_ms: f64,
-    pub criu_version: &'a str,
+    pub criu_version: String,
 }
 
-/// Returns `good`, or `unhealthy` for a checkpoint taken while the health probe failed.
-pub fn status(manifest: &Manifest) -> &'static str {
-    if manifest.meta.health_passing == Some(false) {
+fn rfc3339_seconds<S: serde::Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn status(health_passing: Option<bool>) -> &'static str {
+    if health_passing == Some(false) {
         "unhealthy"
     } else {
         "good"
+    }
+}
+
+impl From<&Manifest> for ListEntry {
+    fn from(m: &Manifest) -> Self {
+        Self {
+            id: m.meta.id.to_string(),
+            container: m.meta.container.to_string(),
+            created: m.meta.created,
+            status: status(m.meta.health_passing),
+            logical_bytes: m.logical_bytes,
+            added_bytes: m.added_bytes,
+            frozen_ms: m.meta.dump_stats.frozen_time_us as f64 / 1000.0,
+            criu_version: m.meta.criu_version.clone(),
+        }
+    }
+}
+
+impl ListEntry {
+    /// Converts an entry of the daemon's List reply; `None` for an unparsable time.
+    fn from_daemon(entry: crate::daemon::control::proto::CheckpointEntry) -> Option<Self> {
+        let created = DateTime::parse_from_rfc3339(&entry.created)
+            .ok()?
+            .with_timezone(&Utc);
+        Some(Self {
+            id: entry.id,
+            container: entry.container,
+            created,
+            status: status(entry.health_passing),
+            logical_bytes: entry.logical_bytes,
+            added_bytes: entry.added_bytes,
+            frozen_ms: entry.frozen_time_us as f64 / 1000.0,
+            criu_version: entry.criu_version,
+        })
     }
 }
 
@@ -138,52 +193,49 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// Keeps the checkpoints of container `filter`, or else those whose id starts with `filter`.
-fn filter_manifests(
-    manifests: Vec<Manifest>,
+fn filter_entries(
+    entries: Vec<ListEntry>,
     filter: Option<&str>,
     since: Option<DateTime<Utc>>,
-) -> Vec<Manifest> {
-    let by_container =
-        filter.is_some_and(|f| manifests.iter().any(|m| m.meta.container.as_str() == f));
-    manifests
+) -> Vec<ListEntry> {
+    let by_container = filter.is_some_and(|f| entries.iter().any(|e| e.container == f));
+    entries
         .into_iter()
-        .filter(|m| match filter {
+        .filter(|e| match filter {
             None => true,
-            Some(f) if by_container => m.meta.container.as_str() == f,
-            Some(f) => m.meta.id.as_str().starts_with(f),
+            Some(f) if by_container => e.container == f,
+            Some(f) => e.id.starts_with(f),
         })
-        .filter(|m| since.is_none_or(|t| m.meta.created >= t))
+        .filter(|e| since.is_none_or(|t| e.created >= t))
         .collect()
 }
 
-pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
+/// Reads every checkpoint, from the daemon when its socket answers, else from the store.
+fn read_entries(ctx: &Context, socket: &Path) -> Result<Vec<ListEntry>, Failure> {
+    if let Some(entries) = super::daemon::list_through_daemon(socket)? {
+        return Ok(entries
+            .into_iter()
+            .filter_map(ListEntry::from_daemon)
+            .collect());
+    }
     // A store is created by the first checkpoint; before that the listing is empty.
-    let manifests = if ctx.store_root.exists() {
-        let store = ctx.open_existing_store().map_err(|e| classify(e.into()))?;
-        store.list(None).map_err(|e| classify(e.into()))?
-    } else {
-        Vec::new()
-    };
-    let manifests = filter_manifests(manifests, args.filter.as_deref(), args.since);
+    if !ctx.store_root.exists() {
+        return Ok(Vec::new());
+    }
+    let store = ctx.open_existing_store().map_err(|e| classify(e.into()))?;
+    let manifests = store.list(None).map_err(|e| classify(e.into()))?;
+    Ok(manifests.iter().map(ListEntry::from).collect())
+}
+
+pub fn list(ctx: &Context, socket: &Path, args: ListArgs) -> CommandResult {
+    let entries = filter_entries(
+        read_entries(ctx, socket)?,
+        args.filter.as_deref(),
+        args.since,
+    );
     let mut out = io::stdout().lock();
 
     if args.json {
-        let entries: Vec<ListEntry> = manifests
-            .iter()
-            .map(|m| ListEntry {
-                id: m.meta.id.as_str(),
-                container: m.meta.container.as_str(),
-                created: m
-                    .meta
-                    .created
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                status: status(m),
-                logical_bytes: m.logical_bytes,
-                added_bytes: m.added_bytes,
-                frozen_ms: m.meta.dump_stats.frozen_time_us as f64 / 1000.0,
-                criu_version: &m.meta.criu_version,
-            })
-            .collect();
         let text = serde_json::to_string_pretty(&entries)
             .context("failed to encode checkpoints as JSON")
             .map_err(Failure::failed)?;
@@ -191,7 +243,7 @@ pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
         return Ok(());
     }
 
-    if manifests.is_empty() {
+    if entries.is_empty() {
         let what = match &args.filter {
             Some(filter) => format!("no checkpoints match {filter:?}"),
             None => "no checkpoints".to_string(),
@@ -218,15 +270,15 @@ pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
         "ADDED",
         "FROZEN",
     ]);
-    for m in &manifests {
+    for entry in &entries {
         table.row(vec![
-            m.meta.id.to_string(),
-            m.meta.container.to_string(),
-            output::age(m.meta.created, now),
-            status(m).to_string(),
-            output::size(m.logical_bytes),
-            output::size(m.added_bytes),
-            format!("{:.1} ms", m.meta.dump_stats.frozen_time_us as f64 / 1000.0),
+            entry.id.clone(),
+            entry.container.clone(),
+            output::age(entry.created, now),
+            entry.status.to_string(),
+            output::size(entry.logical_bytes),
+            output::size(entry.added_bytes),
+            format!("{:.1} ms", entry.frozen_ms),
         ]);
     }
     let _ = table.write(&mut out);
@@ -238,7 +290,7 @@ mod tests {
     use super::*;
     use crate::model::{CheckpointId, CheckpointMeta, CheckpointOptions, DumpStats, RuntimeInfo};
 
-    fn manifest(container: &str, created: &str) -> Manifest {
+    fn entry(container: &str, created: &str) -> ListEntry {
         let created: DateTime<Utc> = created.parse().unwrap();
         let meta = CheckpointMeta {
             id: CheckpointId::generate(created),
@@ -251,33 +303,34 @@ mod tests {
             runtime: RuntimeInfo::default(),
             health_passing: None,
         };
-        Manifest {
+        let manifest = Manifest {
             meta,
             files: Vec::new(),
             logical_bytes: 0,
             added_bytes: 0,
             chunk_count: 0,
-        }
+        };
+        ListEntry::from(&manifest)
     }
 
     #[test]
     fn filter_matches_container_then_id_prefix() {
         let all = vec![
-            manifest("web", "2026-12-04T20:00:00Z"),
-            manifest("db", "2026-12-04T21:00:00Z"),
-            manifest("web", "2026-12-05T08:00:00Z"),
+            entry("web", "2026-12-04T20:00:00Z"),
+            entry("db", "2026-12-04T21:00:00Z"),
+            entry("web", "2026-12-05T08:00:00Z"),
         ];
-        let web = filter_manifests(all.clone(), Some("web"), None);
+        let web = filter_entries(all.clone(), Some("web"), None);
         assert_eq!(web.len(), 2);
-        let by_prefix = filter_manifests(all.clone(), Some("20261204T2"), None);
+        let by_prefix = filter_entries(all.clone(), Some("20261204T2"), None);
         assert_eq!(by_prefix.len(), 2);
-        let since = filter_manifests(
+        let since = filter_entries(
             all.clone(),
             None,
             Some("2026-12-04T20:30:00Z".parse().unwrap()),
         );
         assert_eq!(since.len(), 2);
-        assert!(filter_manifests(all, Some("nothing"), None).is_empty());
+        assert!(filter_entries(all, Some("nothing"), None).is_empty());
     }
 
     #[test]

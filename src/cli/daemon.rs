@@ -54,13 +54,14 @@ fn parse_metrics_address(text: &str) -> Result<SocketAddr, String> {
     metrics::check_address(address).map_err(|err| err.to_string())
 }
 
-/// Sets up logging for the daemon: info level unless `CKPT_LOG` says otherwise.
+/// Sets up logging for the daemon: info level unless `CKPT_LOG` sets a filter.
 fn init_daemon_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CKPT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("ckpt=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -134,12 +135,7 @@ pub fn status(socket: &Path, args: StatusArgs) -> CommandResult {
         let reply = client
             .status(proto::StatusRequest {})
             .await
-            .map_err(|status| {
-                anyhow::anyhow!(
-                    "the daemon failed to report its status: {}",
-                    status.message()
-                )
-            })?;
+            .map_err(|status| rpc_error("report its status", &status))?;
         anyhow::Ok(reply.into_inner())
     });
     let reply = reply.map_err(Failure::failed)?;
@@ -288,8 +284,22 @@ pub fn events(ctx: &Context, args: EventsArgs) -> CommandResult {
     Ok(())
 }
 
+/// Describes a failed call to the daemon. The daemon closes connections from peers other
+/// than root, which the client sees as a cancelled, unavailable or unknown-error call.
+fn rpc_error(action: &str, status: &tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown => {
+            anyhow::anyhow!(
+                "the daemon closed the connection before it could {action} ({}); note that the daemon serves only root",
+                status.message()
+            )
+        }
+        _ => anyhow::anyhow!("the daemon failed to {action}: {}", status.message()),
+    }
+}
+
 /// Asks the running daemon to checkpoint `container`, so that the checkpoint holds the
-/// container's lock like a scheduled one. Returns `None` when no daemon answers on `socket`
+/// container's lock like a scheduled one. Returns `None` when no daemon listens on `socket`
 /// or the daemon has no policy for the container; the caller then checkpoints directly.
 ///
 /// CRIU option flags (`options_given`) cannot be passed to the daemon, which
@@ -310,12 +320,7 @@ pub fn checkpoint_through_daemon(
             let status = client
                 .status(proto::StatusRequest {})
                 .await
-                .map_err(|status| {
-                    anyhow::anyhow!(
-                        "the daemon failed to report its status: {}",
-                        status.message()
-                    )
-                })?
+                .map_err(|status| rpc_error("report its status", &status))?
                 .into_inner();
             if status
                 .containers
@@ -334,10 +339,7 @@ pub fn checkpoint_through_daemon(
         match client.checkpoint(request).await {
             Ok(reply) => Ok(Some(reply.into_inner())),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(anyhow::anyhow!(
-                "the daemon failed to checkpoint {container}: {}",
-                status.message()
-            )),
+            Err(status) => Err(rpc_error(&format!("checkpoint {container}"), &status)),
         }
     });
     result.map_err(|error| {
@@ -347,6 +349,30 @@ pub fn checkpoint_through_daemon(
             Failure::failed(error)
         }
     })
+}
+
+/// Lists every checkpoint through the daemon; `None` when no daemon answers on `socket`.
+pub fn list_through_daemon(socket: &Path) -> Result<Option<Vec<proto::CheckpointEntry>>, Failure> {
+    let result = runtime()?.block_on(async {
+        let mut client = match control::connect(socket).await {
+            Ok(client) => client,
+            Err(ConnectError::NotRunning { .. }) => return Ok(None),
+            Err(err) => return Err(anyhow::Error::new(err)),
+        };
+        let reply = client
+            .list(proto::ListRequest {
+                container: String::new(),
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "the daemon failed to list checkpoints: {}",
+                    status.message()
+                )
+            })?;
+        Ok(Some(reply.into_inner().checkpoints))
+    });
+    result.map_err(Failure::failed)
 }
 
 /// CRIU option flags given for a container whose checkpoints the daemon takes.

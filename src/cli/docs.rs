@@ -78,9 +78,58 @@ fn write_pages(command: &clap::Command, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Renders the command-line reference (docs/cli.md) from the clap definitions.
+#[cfg(test)]
+fn reference_markdown() -> String {
+    let mut command = Cli::command().term_width(100);
+    command.build();
+    let mut text = String::from(
+        "# Command-line reference\n\n\
+         Generated from `ckpt --help`; `CKPT_UPDATE_DOCS=1 cargo test --lib cli_reference` rewrites it.\n\n\
+         Exit codes: 0 success, 1 the operation failed, 2 bad usage or input (an unknown\n\
+         container, checkpoint or debug container, an invalid value). Errors print one line on\n\
+         stderr, starting with `ckpt: `.\n",
+    );
+    append_help(&mut text, &mut command, "ckpt");
+    text
+}
+
+#[cfg(test)]
+fn append_help(text: &mut String, command: &mut clap::Command, path: &str) {
+    let help = command.render_long_help().to_string();
+    text.push_str(&format!(
+        "\n## {path}\n\n```text\n{}\n```\n",
+        help.trim_end()
+    ));
+    let names: Vec<String> = command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        if let Some(sub) = command.find_subcommand_mut(&name) {
+            append_help(text, sub, &format!("{path} {name}"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_reference_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
+        let expected = reference_markdown();
+        if std::env::var_os("CKPT_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        }
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            current == expected,
+            "docs/cli.md is out of date; run CKPT_UPDATE_DOCS=1 cargo test --lib cli_reference"
+        );
+    }
 
     #[test]
     fn man_pages_cover_every_visible_command() {

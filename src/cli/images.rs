@@ -85,11 +85,19 @@ pub struct MemgrepArgs {
     #[arg(long)]
     pub pid: Option<u32>,
     /// Stop after this many matches.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_max_count)]
     pub max_count: usize,
     /// Print a JSON array instead of hexdumps.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_max_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Maps an open failure to its exit code: an unknown or ambiguous id is bad input (2).
@@ -113,9 +121,9 @@ fn open(ctx: &Context, id_or_prefix: &str) -> Result<StoredCheckpoint, Failure> 
     StoredCheckpoint::open(&store, id_or_prefix, &std::env::temp_dir()).map_err(open_failure)
 }
 
-fn print_json(value: &impl Serialize, what: &str) -> CommandResult {
+fn print_json(value: &impl Serialize, description: &str) -> CommandResult {
     let text = serde_json::to_string_pretty(value)
-        .with_context(|| format!("failed to encode {what} as JSON"))
+        .with_context(|| format!("failed to encode {description} as JSON"))
         .map_err(Failure::failed)?;
     let _ = writeln!(io::stdout().lock(), "{text}");
     Ok(())
@@ -292,7 +300,7 @@ pub fn memgrep(ctx: &Context, args: MemgrepArgs) -> CommandResult {
             args.pattern, stored.manifest.meta.id
         );
     } else if count >= args.max_count {
-        eprintln!("ckpt: stopped at the --max-count limit of {count} matches");
+        eprintln!("ckpt: reached the --max-count limit of {count} matches, so more may exist");
     }
     Ok(())
 }

@@ -30,15 +30,21 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "ckpt", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Directory of the checkpoint store.
-    #[arg(long, global = true, env = "CKPT_STORE", default_value = ops::DEFAULT_STORE, value_name = "DIR")]
+    #[arg(long, global = true, env = "CKPT_STORE", hide_env_values = true, default_value = ops::DEFAULT_STORE, value_name = "DIR")]
     pub store: PathBuf,
 
     /// State root of the container runtime [default: runc's, /run/runc].
-    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_RUNTIME_ROOT",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub runtime_root: Option<PathBuf>,
 
     /// Control socket of `ckpt daemon`.
-    #[arg(long, global = true, env = "CKPT_SOCKET", default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
+    #[arg(long, global = true, env = "CKPT_SOCKET", hide_env_values = true, default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
 
     /// Log more: -v for info, -vv for debug (CKPT_LOG overrides, e.g. CKPT_LOG=ckpt=trace).
@@ -105,10 +111,11 @@ pub fn main() -> ExitCode {
     let ctx = Context {
         store_root: cli.store.clone(),
         runtime_root: cli.runtime_root.clone(),
+        runtime_binary: None,
     };
     let result = match cli.command {
         Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, &cli.socket, args),
-        Command::List(args) => checkpoints::list(&ctx, args),
+        Command::List(args) => checkpoints::list(&ctx, &cli.socket, args),
         Command::Restore(args) => debug::restore(&ctx, args),
         Command::Ps(args) => debug::ps(&ctx, args),
         Command::Resume(args) => debug::resume(&ctx, args),

@@ -150,8 +150,9 @@ fn list(args: PolicyListArgs) -> CommandResult {
         Err(Failure {
             code: EXIT_USAGE,
             error: anyhow::anyhow!(
-                "{} policy files are invalid and would not be applied",
-                set.errors.len()
+                "{} of {} policy files are invalid and would not be applied",
+                set.errors.len(),
+                set.errors.len() + set.policies.len()
             ),
         })
     }

@@ -20,9 +20,11 @@ pub struct CheckpointRecord {
     pub health_passing: Option<bool>,
     /// How long CRIU kept the container frozen, in microseconds.
     pub frozen_time_us: u64,
+    /// Version of CRIU that took the checkpoint.
+    pub criu_version: String,
 }
 
-/// What the runtime reports about a container.
+/// Container state as the runtime reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerState {
     /// Host PID of the container's init process, 0 when it is not running.
@@ -50,7 +52,7 @@ pub struct DebugContainerInfo {
 /// Checkpoint, store, restore and runtime operations. All methods block, so the daemon
 /// calls them from `spawn_blocking`.
 pub trait Backend: Send + Sync + 'static {
-    /// Returns the container's state, or `None` when the runtime does not know it.
+    /// Returns the container's state, or `None` when the runtime has no such container.
     fn container_state(&self, policy: &Policy) -> anyhow::Result<Option<ContainerState>>;
 
     /// Checkpoints the container into the store. Nothing of a failed checkpoint may remain.

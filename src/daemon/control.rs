@@ -63,7 +63,7 @@ pub enum ListenError {
 }
 
 /// Binds the control socket with mode 0600 in a 0700 directory. A socket file left by a
-/// daemon that died is replaced; one that still answers is an error.
+/// daemon that died is replaced; one that still accepts connections is an error.
 pub async fn bind(path: &Path) -> Result<UnixListener, ListenError> {
     if let Some(dir) = path.parent() {
         fsutil::create_private_dir_all(dir).map_err(|source| ListenError::CreateDir {
@@ -142,6 +142,8 @@ fn entry(record: CheckpointRecord) -> proto::CheckpointEntry {
         logical_bytes: record.logical_bytes,
         added_bytes: record.added_bytes,
         health_passing: record.health_passing,
+        frozen_time_us: record.frozen_time_us,
+        criu_version: record.criu_version,
     }
 }
 
@@ -268,9 +270,11 @@ impl Daemon for ControlService {
 /// Error from reaching the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("the daemon is not running (no socket at {path})")]
+    #[error("the daemon is not running: nothing answers on {path}")]
     NotRunning { path: PathBuf },
-    #[error("failed to connect to the daemon at {path}")]
+    #[error("permission denied on {path}: the daemon serves only root")]
+    Denied { path: PathBuf },
+    #[error("failed to connect to the daemon at {path}; note that the daemon serves only root")]
     Connect {
         path: PathBuf,
         #[source]
@@ -281,10 +285,18 @@ pub enum ConnectError {
 /// Connects to the daemon's socket. Returns [`ConnectError::NotRunning`] when nothing
 /// listens there, so that callers can fall back to working on the store directly.
 pub async fn connect(path: &Path) -> Result<DaemonClient<Channel>, ConnectError> {
-    if UnixStream::connect(path).await.is_err() {
-        return Err(ConnectError::NotRunning {
-            path: path.to_path_buf(),
-        });
+    match UnixStream::connect(path).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(ConnectError::Denied {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(_) => {
+            return Err(ConnectError::NotRunning {
+                path: path.to_path_buf(),
+            });
+        }
     }
     let socket = path.to_path_buf();
     // The URI is required by the HTTP/2 layer but unused: the connector always dials the socket.
@@ -299,4 +311,48 @@ pub async fn connect(path: &Path) -> Result<DaemonClient<Channel>, ConnectError>
             source,
         })?;
     Ok(DaemonClient::new(channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn socket_is_private_and_single_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/ckpt.sock");
+
+        let listener = bind(&socket).await.unwrap();
+        assert_eq!(mode(&socket), 0o600);
+        assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+        // A second daemon must not take over a socket that accepts connections.
+        let second = bind(&socket).await;
+        assert!(
+            matches!(second, Err(ListenError::InUse { .. })),
+            "{second:?}"
+        );
+
+        // A socket file left by a daemon that died is replaced.
+        drop(listener);
+        let replaced = bind(&socket).await;
+        assert!(replaced.is_ok(), "{replaced:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_without_daemon_reports_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = connect(&dir.path().join("none.sock")).await;
+        assert!(
+            matches!(result, Err(ConnectError::NotRunning { .. })),
+            "{:?}",
+            result.err()
+        );
+    }
 }

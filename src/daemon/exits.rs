@@ -61,12 +61,12 @@ pub fn parse_proc_events(datagram: &[u8]) -> Vec<ProcExit> {
         let message = &rest[..message_len];
         let event = NLMSG_HEADER_LEN + CN_MSG_HEADER_LEN;
         let data = event + PROC_EVENT_DATA_OFFSET;
-        let what = read_u32(message, event);
+        let event_kind = read_u32(message, event);
         let pid = read_u32(message, data);
         let tgid = read_u32(message, data + 4);
         let status = read_u32(message, data + 8);
         if let (Some(PROC_EVENT_EXIT), Some(pid), Some(tgid), Some(status)) =
-            (what, pid, tgid, status)
+            (event_kind, pid, tgid, status)
             && pid == tgid
         {
             exits.push(ProcExit {

@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 
 use crate::policy::{ExitCodes, OnFailure};
 
-/// How the container's init process ended, decoded from its wait status.
+/// End of the container's init process, decoded from its wait status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitExit {
     /// Exited with this code.
@@ -29,7 +29,7 @@ impl InitExit {
     }
 }
 
-/// Why the daemon decided a container failed.
+/// Cause of a container failure, as the daemon detected it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureCause {
     ExitCode(i32),
@@ -73,7 +73,7 @@ pub fn signal_name(number: i32) -> String {
 
 /// Classifies the end of a container's init process under the policy.
 ///
-/// `oom_killed` says whether the cgroup's OOM kill counter rose while the container ran.
+/// `oom_killed` is whether the cgroup's OOM kill counter rose while the container ran.
 /// Returns `None` for a stop on purpose: SIGTERM or SIGKILL without an OOM kill (what
 /// `runc kill` and `runc delete --force` send), an exit code the policy does not list, or
 /// an end whose status is unknown.

@@ -25,80 +25,85 @@ pub fn check_address(address: SocketAddr) -> Result<SocketAddr, NotLoopback> {
 
 /// Renders the metrics of every supervised container in the Prometheus text format 0.0.4.
 pub fn render(statuses: &[ContainerStatus]) -> String {
-    type Metric = (
+    type Sample = fn(&ContainerStatus) -> Option<f64>;
+    /// Name, type, help, and the samples as (name suffix, value).
+    type Family = (
         &'static str,
         &'static str,
         &'static str,
-        fn(&ContainerStatus) -> Option<f64>,
+        &'static [(&'static str, Sample)],
     );
-    let metrics: [Metric; 8] = [
+    let families: [Family; 7] = [
         (
             "ckpt_checkpoints_taken_total",
             "counter",
             "Checkpoints taken and stored.",
-            |s| Some(s.checkpoints_taken as f64),
+            &[("", |s| Some(s.checkpoints_taken as f64))],
         ),
         (
             "ckpt_checkpoints_failed_total",
             "counter",
             "Checkpoint attempts that failed.",
-            |s| Some(s.checkpoints_failed as f64),
+            &[("", |s| Some(s.checkpoints_failed as f64))],
         ),
         (
-            "ckpt_checkpoint_duration_seconds_sum",
-            "counter",
-            "Total time spent taking successful checkpoints.",
-            |s| Some(s.checkpoint_seconds_sum),
-        ),
-        (
-            "ckpt_checkpoint_duration_seconds_count",
-            "counter",
-            "Number of durations in the sum.",
-            |s| Some(s.checkpoint_seconds_count as f64),
+            "ckpt_checkpoint_duration_seconds",
+            "summary",
+            "Time taken by successful checkpoints, from freeze to verified in the store.",
+            &[
+                ("_sum", |s| Some(s.checkpoint_seconds_sum)),
+                ("_count", |s| Some(s.checkpoint_seconds_count as f64)),
+            ],
         ),
         (
             "ckpt_frozen_seconds",
             "gauge",
             "Time the container stayed frozen during its last checkpoint.",
-            |s| Some(s.last_frozen_time_us as f64 / 1e6),
+            &[("", |s| Some(s.last_frozen_time_us as f64 / 1e6))],
         ),
         (
             "ckpt_stored_bytes_total",
             "counter",
             "Bytes that checkpoints added to the store since the daemon started.",
-            |s| Some(s.bytes_stored as f64),
+            &[("", |s| Some(s.bytes_stored as f64))],
         ),
         (
             "ckpt_last_good_checkpoint_timestamp_seconds",
             "gauge",
             "Unix time of the last good checkpoint.",
-            |s| {
+            &[("", |s| {
                 s.last_good
                     .as_ref()
                     .map(|(_, time)| time.timestamp() as f64)
-            },
+            })],
         ),
         (
             "ckpt_failures_detected_total",
             "counter",
             "Container failures detected.",
-            |s| Some(s.failures_detected as f64),
+            &[("", |s| Some(s.failures_detected as f64))],
         ),
     ];
     let mut out = String::new();
-    for (name, kind, help, value) in metrics {
+    for (name, kind, help, samples) in families {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for status in statuses {
-            if let Some(value) = value(status) {
-                let _ = writeln!(out, "{name}{{container=\"{}\"}} {value}", status.container);
+            for (suffix, value) in samples {
+                if let Some(value) = value(status) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{suffix}{{container=\"{}\"}} {value}",
+                        status.container
+                    );
+                }
             }
         }
     }
     out
 }
 
-/// Serves `GET /metrics` (any path answers the same) until the task is dropped.
+/// Serves `GET /metrics` until the task is dropped. Every path returns the same metrics.
 pub async fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -149,6 +154,8 @@ mod tests {
         );
         web.checkpoints_taken = 3;
         web.last_frozen_time_us = 25_000;
+        web.checkpoint_seconds_sum = 1.5;
+        web.checkpoint_seconds_count = 3;
         let text = render(&[web]);
         assert!(
             text.contains("ckpt_checkpoints_taken_total{container=\"web\"} 3\n"),
@@ -160,6 +167,18 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE ckpt_failures_detected_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ckpt_checkpoint_duration_seconds summary\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ckpt_checkpoint_duration_seconds_sum{container=\"web\"} 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ckpt_checkpoint_duration_seconds_count{container=\"web\"} 3\n"),
             "{text}"
         );
         // No good checkpoint yet: the timestamp is left out rather than reported as 0.

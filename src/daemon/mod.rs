@@ -1,9 +1,9 @@
 //! `ckpt daemon`: periodic checkpoints per policy, failure detection, and a paused restore
 //! of the last good checkpoint when a container fails.
 //!
-//! The main loop owns the policies: it starts one [`supervisor`] task per policy file,
+//! The main loop owns the policies and starts one [`supervisor`] task per policy file. It
 //! reloads on SIGHUP, on a change in the policy directory and on request through the
-//! control API, and on SIGTERM or SIGINT waits for in-flight operations before it returns.
+//! control API. On SIGTERM or SIGINT it waits for in-flight operations, then returns.
 
 pub mod backend;
 pub mod control;
@@ -253,8 +253,8 @@ fn reload(
         .collect();
     let mut errors: Vec<String> = set.errors.iter().map(PolicyError::to_string).collect();
     for err in &set.errors {
-        let kept = registry.supervised.contains_key(err.path());
-        tracing::error!(error = %err, previous_policy_kept = kept, "invalid policy");
+        let previous_in_force = registry.supervised.contains_key(err.path());
+        tracing::error!(error = %err, previous_in_force, "invalid policy");
     }
 
     // Stop supervisors whose file is gone, or whose file now names another container.

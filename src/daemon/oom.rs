@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 /// Mount point of the cgroup file systems.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// Where a container's OOM kill counter is.
+/// Location of a container's OOM kill counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OomCounter {
     /// `memory.oom_control` (v1) or `memory.events` (v2); both have an `oom_kill N` line.

@@ -36,6 +36,7 @@ impl OpsBackend {
         Context {
             store_root: self.store_root.clone(),
             runtime_root: policy.and_then(|policy| self.runtime_root(policy)),
+            runtime_binary: policy.map(|policy| policy.runtime.clone()),
         }
     }
 
@@ -52,6 +53,7 @@ impl OpsBackend {
 fn record(manifest: Manifest) -> CheckpointRecord {
     CheckpointRecord {
         frozen_time_us: manifest.meta.dump_stats.frozen_time_us,
+        criu_version: manifest.meta.criu_version,
         health_passing: manifest.meta.health_passing,
         id: manifest.meta.id,
         container: manifest.meta.container,

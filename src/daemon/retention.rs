@@ -1,4 +1,4 @@
-//! Which checkpoints retention deletes after each new checkpoint.
+//! Retention planning: the checkpoints to delete after each new checkpoint.
 
 use std::collections::HashSet;
 
@@ -8,7 +8,7 @@ use crate::daemon::backend::CheckpointRecord;
 use crate::model::CheckpointId;
 use crate::policy::Retention;
 
-/// Whether a checkpoint counts as good: it is in the store (which the daemon only allows
+/// Returns whether a checkpoint counts as good: it is in the store (which the daemon only allows
 /// after it verified), and when the policy requires it, the health probe passed at the time.
 pub fn is_good(record: &CheckpointRecord, requires_health: bool) -> bool {
     match record.health_passing {
@@ -122,6 +122,7 @@ mod tests {
                     added_bytes: *added,
                     health_passing: *health,
                     frozen_time_us: 0,
+                    criu_version: "4.2.1".to_string(),
                 }
             })
             .collect()

@@ -1,4 +1,4 @@
-//! What the daemon knows about each supervised container, for `ckpt status` and metrics.
+//! Status of each supervised container, for `ckpt status` and metrics.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{CheckpointId, ContainerId};
 
-/// Where a supervised container is in its life, as the daemon last saw it.
+/// Phase of a supervised container's life, as the daemon last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunState {
     /// Not running yet, or gone; the daemon checks again every second.

@@ -30,7 +30,7 @@ const OOM_POLL: Duration = Duration::from_millis(250);
 /// How long to wait for init to end after an OOM kill, so that one OOM kill that also
 /// ends init is reported once.
 const OOM_EXIT_GRACE: Duration = Duration::from_millis(300);
-/// Longest delay between retries of a failing checkpoint, unless the interval is longer.
+/// Maximum delay between retries of a failing checkpoint, unless the interval is longer.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// State shared by every supervisor.
@@ -54,7 +54,7 @@ pub enum Command {
     Update(Box<LoadedPolicy>),
 }
 
-/// Why a supervisor stopped watching the current init process.
+/// Reason a supervisor stopped watching the current init process.
 enum End {
     /// Init ended; wait for the container to run again.
     Exited,
@@ -532,7 +532,7 @@ impl Supervisor {
     }
 
     /// Records a failure, then restores the newest good checkpoint that verifies into a
-    /// paused debug container when the policy asks for it.
+    /// paused debug container when the policy has `restore: paused`.
     async fn handle_failure(&mut self, cause: FailureCause, ended: Option<InitExit>) {
         let container = self.container().clone();
         self.set_state(RunState::Failed);
@@ -569,22 +569,28 @@ impl Supervisor {
         // Record the failure once, with the checkpoint chosen.
         let mut event = Event::new(EventKind::Failure, &container, cause.to_string())
             .with_detail("cause", cause.kind());
-        match ended {
-            Some(InitExit::Code(code)) => event = event.with_detail("exit_code", code),
-            Some(InitExit::Signal(number)) => {
-                event = event.with_detail("signal", signal_name(number))
-            }
-            _ => {}
-        }
         if let Some(record) = &chosen {
             event = event.with_checkpoint(&record.id);
         }
+        let (exit_code, signal) = match ended {
+            Some(InitExit::Code(code)) => (Some(code), None),
+            Some(InitExit::Signal(number)) => (None, Some(signal_name(number))),
+            _ => (None, None),
+        };
         tracing::error!(
             container = %container,
             cause = %cause,
-            checkpoint = chosen.as_ref().map(|record| record.id.to_string()).unwrap_or_default(),
+            exit_code,
+            signal,
+            checkpoint = %chosen.as_ref().map(|record| record.id.to_string()).unwrap_or_else(|| "none".to_string()),
             "container failed"
         );
+        if let Some(code) = exit_code {
+            event = event.with_detail("exit_code", code);
+        }
+        if let Some(signal) = signal {
+            event = event.with_detail("signal", signal);
+        }
         self.record_event(event);
 
         if self.policy().on_failure.restore == RestoreMode::None {

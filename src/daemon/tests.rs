@@ -63,6 +63,7 @@ impl Backend for FakeBackend {
             added_bytes: 10,
             health_passing,
             frozen_time_us: 1000,
+            criu_version: "4.2.1".to_string(),
         };
         lock(&self.checkpoints).insert(0, record.clone());
         Ok(record)
@@ -221,8 +222,11 @@ async fn crash_restores_last_good_checkpoint() {
     .await;
 
     assert!(restored, "no restore after the crash");
-    let taken = lock(&harness.backend.checkpoints).len();
-    assert!(taken >= 2, "only {taken} checkpoints before the crash");
+    let checkpoints_taken = lock(&harness.backend.checkpoints).len();
+    assert!(
+        checkpoints_taken >= 2,
+        "only {checkpoints_taken} checkpoints before the crash"
+    );
     assert_eq!(
         Some(&lock(&harness.backend.restores)[0]),
         newest_before_crash.as_ref().map(|r| &r.id)

@@ -197,7 +197,7 @@ impl Checkpoint {
     /// Loads the image directory `dir`, the one that contains `inventory.img`.
     ///
     /// Page maps are kept in memory, and page contents are read on demand by
-    /// [`Checkpoint::read_memory`], [`super::memgrep`] and [`super::diff`].
+    /// [`Checkpoint::read_memory`], [`fn@super::memgrep`] and [`fn@super::diff`].
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         let inventory_path = dir.join("inventory.img");
         if !inventory_path.is_file() {

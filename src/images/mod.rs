@@ -2,7 +2,7 @@
 //! without restoring anything.
 //!
 //! The schema ckpt reads is `proto/criu-images.proto`, compiled by build.rs.
-//! [`format`] checks magics and splits files into entries, [`pages`] maps
+//! [`mod@format`] checks magics and splits files into entries, [`pages`] maps
 //! virtual addresses to the raw page data, and [`Checkpoint::load`] turns a
 //! directory into processes, memory, files, sockets and mounts.
 //!

@@ -30,6 +30,9 @@ pub const IMAGES_DIR: &str = "checkpoint";
 /// CRIU's dump log, kept with the checkpoint.
 pub const DUMP_LOG_FILE: &str = "criu-dump.log";
 
+/// File CRIU writes its dump statistics to, in its work directory.
+const STATS_DUMP_FILE: &str = "stats-dump";
+
 /// CRIU log verbosity: 4 is debug, which is what a failed dump needs to be diagnosed.
 const CRIU_LOG_LEVEL: i32 = 4;
 
@@ -53,6 +56,13 @@ pub enum CheckpointError {
         pid: i32,
         tracer: i32,
         tracer_comm: String,
+    },
+    #[error(
+        "container {container} exited while it was being checkpointed; nothing was stored (CRIU's log: {log})"
+    )]
+    ExitedDuringDump {
+        container: ContainerId,
+        log: PathBuf,
     },
     #[error("container {container}: cannot checkpoint")]
     Criu {
@@ -143,8 +153,19 @@ pub fn checkpoint(
         })?;
     }
 
-    // Dump.
-    let outcome = dump(&criu, &target, options, &external_mounts, &images, &work)?;
+    // Dump. A container that died meanwhile makes CRIU fail with a confusing
+    // message about the task it lost, so say what happened instead.
+    let outcome = match dump(&criu, &target, options, &external_mounts, &images, &work) {
+        Ok(outcome) => outcome,
+        Err(error @ CheckpointError::Criu { .. }) if !process_alive(target.pid) => {
+            tracing::debug!(error = %crate::error::chain(&error), "criu failed after the container exited");
+            return Err(CheckpointError::ExitedDuringDump {
+                container: container.clone(),
+                log: work.join("dump.log"),
+            });
+        }
+        Err(error) => return Err(error),
+    };
 
     // Keep the spec and CRIU's log with the images, then let the store take them.
     let io_error = |step, path: &Path| {
@@ -196,6 +217,14 @@ pub fn checkpoint(
         "checkpoint stored"
     );
     Ok(manifest)
+}
+
+/// Whether `pid` still exists and has not exited (a zombie counts as exited).
+fn process_alive(pid: i32) -> bool {
+    !matches!(
+        super::debug::process_state(pid),
+        None | Some('Z') | Some('X')
+    )
 }
 
 /// Refuses containers that CRIU cannot dump or that ckpt cannot restore safely.
@@ -309,9 +338,15 @@ pub fn dump(
 
     // Statistics are informative: a missing file must not fail a good dump.
     // CRIU writes its statistics to the work directory, not among the images.
-    let stats = criu::read_dump_stats(&work.join(criu::STATS_DUMP_FILE)).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "failed to read CRIU dump statistics");
-        DumpStats::default()
-    });
+    // They are informative: a missing or unreadable file must not fail a good dump.
+    let stats_path = work.join(STATS_DUMP_FILE);
+    let stats = match crate::images::read_dump_stats(&stats_path) {
+        Ok(Some(stats)) => stats,
+        Ok(None) => DumpStats::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %stats_path.display(), "failed to read CRIU dump statistics");
+            DumpStats::default()
+        }
+    };
     Ok(DumpOutcome { stats, duration_ms })
 }

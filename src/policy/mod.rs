@@ -31,7 +31,7 @@ const MAX_COMPRESSION_LEVEL: i32 = 19;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Container name as the runtime knows it.
+    /// Container name, as `runc list` shows it.
     #[serde(deserialize_with = "deserialize_container")]
     pub container: ContainerId,
     /// OCI runtime binary that runs the container.
@@ -58,7 +58,7 @@ pub struct Policy {
 }
 
 /// Which checkpoints retention keeps. The last good checkpoint, pinned checkpoints and
-/// checkpoints used by a live debug container are kept whatever these limits say.
+/// checkpoints used by a debug container are kept regardless of these limits.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
@@ -96,7 +96,7 @@ pub struct GoodCheckpoint {
     pub health_passing: bool,
 }
 
-/// What counts as a failure of the container and what the daemon does about it.
+/// Failure conditions of the container, and the daemon's response to a failure.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OnFailure {
@@ -324,7 +324,7 @@ impl Policy {
         }
     }
 
-    /// Whether the health probe's result decides if a checkpoint is good.
+    /// Returns whether the health probe's result decides if a checkpoint is good.
     pub fn requires_health(&self) -> bool {
         self.good_checkpoint.health_passing && self.health.is_some()
     }

@@ -87,8 +87,10 @@ health:
         "20260101T000000Z-abcdef"
     );
     let options = policy.checkpoint_options();
-    assert!(options.tcp_established && options.file_locks);
-    assert!(options.skip_in_flight && options.ext_unix_sk);
+    assert!(options.tcp_established);
+    assert!(options.file_locks);
+    assert!(options.skip_in_flight);
+    assert!(options.ext_unix_sk);
     assert_eq!(options.ghost_limit, Some(1 << 20));
     assert_eq!(policy.checkpoint.compression_level, 9);
     assert_eq!(
