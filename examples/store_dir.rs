@@ -1,7 +1,8 @@
 //! Commits an image directory into a store and prints what it cost, for measuring the
 //! store's throughput and memory (for example under `/usr/bin/time -v`).
 //!
-//! Usage: `cargo run --release --example store_dir -- STORE IMAGE_DIR`
+//! Usage: `cargo run --release --example store_dir -- STORE IMAGE_DIR [RESTORE_DIR]`
+//! With RESTORE_DIR it also materializes the checkpoint there and times that.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use ckpt::store::Store;
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
     let (Some(root), Some(images)) = (args.next(), args.next()) else {
-        anyhow::bail!("usage: store_dir STORE IMAGE_DIR");
+        anyhow::bail!("usage: store_dir STORE IMAGE_DIR [RESTORE_DIR]");
     };
     let store = Store::open(&PathBuf::from(root))?;
     let created = Utc::now();
@@ -48,5 +49,11 @@ fn main() -> anyhow::Result<()> {
         manifest.chunk_count,
         started.elapsed().as_secs_f64()
     );
+
+    if let Some(dest) = args.next() {
+        let started = Instant::now();
+        store.materialize(&manifest.meta.id, &PathBuf::from(dest))?;
+        println!("materialized in {:.2} s", started.elapsed().as_secs_f64());
+    }
     Ok(())
 }
