@@ -266,8 +266,9 @@ impl Store {
         report.corrupt_manifests = references.corrupt.clone();
         report.missing_chunks = references.missing.clone();
 
-        // Unreferenced packs are only judged when every manifest could be read.
-        if references.corrupt.is_empty() || repair {
+        // Unreferenced packs are only judged when every manifest could be read: a corrupt
+        // manifest's chunks are unknown, and they stay until an explicit `gc`.
+        if references.corrupt.is_empty() {
             for name in &indexed {
                 let Ok(entries) = pack::load_pack_entries(self.backend.as_ref(), name) else {
                     continue;
