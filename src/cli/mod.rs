@@ -83,7 +83,7 @@ pub enum Command {
     Delete(store::DeleteArgs),
     Export(store::ExportArgs),
     Import(store::ImportArgs),
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  ckpt store stats --json")]
     Store(store::StoreCommand),
     Completions(docs::CompletionsArgs),
     Man(docs::ManArgs),

@@ -48,6 +48,7 @@ pub struct FsckArgs {
 ///
 /// Waits for checkpoints being committed, so it is safe while checkpoints are taken.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  ckpt gc\n  ckpt gc --json")]
 pub struct GcArgs {
     /// Print a JSON object instead of text.
     #[arg(long)]
@@ -88,6 +89,7 @@ pub struct ImportArgs {
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Show totals: checkpoints, logical and stored bytes, and the deduplication ratio.
+    #[command(after_help = "Examples:\n  ckpt store stats\n  ckpt store stats --json")]
     Stats {
         /// Print a JSON object instead of text.
         #[arg(long)]
