@@ -325,7 +325,7 @@ measure_restore() {
 	[[ $(process_state "$pid") == T ]] || log "ckpt restore: process $pid is not stopped"
 
 	request=$STORE/debug/$debug/shim-request.json
-	local images=$TMPFS/restore-images dir=$WORK/raw-restore-$run
+	local images=$TMPFS/restore-images dir=$WORK/raw-restore-$size-$run
 	rm -rf "$images"
 	cp -a "$(jq -r .images "$request")" "$images"
 	mkdir -p "$dir"/{upper,work,root,criu}
@@ -385,6 +385,9 @@ run_series() {
 		start_podman "$name" "$mib"
 	else
 		[[ -d $WORK/bundle-$mib ]] || make_bundle "$WORK/bundle-$mib" "$mib"
+		# The runc containers share one root file system, so the previous
+		# workload's status must not be mistaken for this one's.
+		rm -f "$ROOTFS/tmp/workload.status"
 		start_runc "$name" "$WORK/bundle-$mib"
 	fi
 	wait_for_status "$WORKLOAD_PID" reports 0
