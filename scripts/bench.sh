@@ -411,7 +411,10 @@ run_series() {
 	ckpt)
 		record "$mib" ckpt stored_bytes 0 "$(du -sb "$STORE" | cut -f1)"
 		"$CKPT" --store "$STORE" list --json |
-			jq -r --arg size "$mib" '.[] | [$size, "ckpt", "criu_frozen_us", .id, (.frozen_ms * 1000 | floor)] | @tsv' >>"$SAMPLES"
+			jq -r --arg size "$mib" '.[]
+				| [$size, "ckpt", "criu_frozen_us", .id, (.frozen_ms * 1000 | floor)],
+				  [$size, "ckpt", "added_bytes", .id, .added_bytes]
+				| @tsv' >>"$SAMPLES"
 		for ((index = 1; index <= RUNS; index++)); do
 			measure_restore "$mib" "$name" "$index"
 		done
@@ -423,6 +426,8 @@ run_series() {
 }
 
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+QUICK_FLAG=
+((QUICK)) && QUICK_FLAG=" --quick"
 for mib in "${SIZES_MIB[@]}"; do
 	for system in raw podman hand ckpt; do
 		run_series "$system" "$mib"
@@ -434,7 +439,7 @@ done
 jq -n \
 	--arg started "$started_at" \
 	--arg finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-	--arg command "scripts/bench.sh $([[ $QUICK == 1 ]] && echo --quick) --sizes $SIZES --runs $RUNS --checkpoints $CHECKPOINTS --change-pct $CHANGE_PCT" \
+	--arg command "scripts/bench.sh${QUICK_FLAG} --sizes $SIZES --runs $RUNS --checkpoints $CHECKPOINTS --change-pct $CHANGE_PCT" \
 	--arg nproc "$(nproc)" \
 	--arg memory "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)" \
 	--arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
