@@ -110,10 +110,36 @@ mkdir -p "$TMPFS" "$RUNC_ROOT" "$OUT"
 
 RUNC_CONTAINERS=()
 PODMAN_CONTAINERS=()
-DEBUG_CONTAINERS=()
 RAW_PIDS=()
 IMAGE_CREATED=0
 TMPFS_MOUNTED=0
+
+# Removes every debug container in the store. An interrupted `ckpt restore`
+# can leave one unrecorded, and a raw restore puts tasks in its cgroups, which
+# `ckpt rm` does not know about. So its shim and every member of its cgroups
+# are also killed by PID before the cgroups are removed.
+remove_debug_containers() {
+	local dir name procs pid attempt
+	for dir in "$STORE"/debug/*/; do
+		[[ -d $dir ]] || continue
+		name=$(basename "$dir")
+		"$CKPT" --store "$STORE" rm "$name" >/dev/null 2>&1
+		for pid in $(pgrep -f -x "$CKPT __shim ${dir%/}"); do
+			kill -KILL "$pid"
+		done
+		for attempt in 1 2 3 4 5 6 7 8 9 10; do
+			for procs in /sys/fs/cgroup/*/ckpt/"$name"/cgroup.procs; do
+				[[ -f $procs ]] || continue
+				while read -r pid; do
+					kill -KILL "$pid"
+				done <"$procs"
+			done
+			rmdir /sys/fs/cgroup/*/ckpt/"$name" 2>/dev/null
+			compgen -G "/sys/fs/cgroup/*/ckpt/$name" >/dev/null || break
+			sleep 0.5
+		done
+	done
+}
 
 cleanup() {
 	set +e
@@ -121,9 +147,7 @@ cleanup() {
 	for pid in "${RAW_PIDS[@]}"; do
 		kill -KILL "$pid" 2>/dev/null
 	done
-	for name in "${DEBUG_CONTAINERS[@]}"; do
-		"$CKPT" --store "$STORE" rm "$name" >/dev/null 2>&1
-	done
+	remove_debug_containers
 	for name in "${RUNC_CONTAINERS[@]}"; do
 		runc --root "$RUNC_ROOT" delete --force "$name" >/dev/null 2>&1
 	done
@@ -138,8 +162,8 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
-# The largest size needs room for two image copies (the raw restore's images
-# plus one checkpoint being written) on tmpfs.
+# The tmpfs holds one image directory at a time: a checkpoint being written,
+# or the raw restore's images. Three times the largest size leaves headroom.
 max_mib=0
 for mib in "${SIZES_MIB[@]}"; do ((mib > max_mib)) && max_mib=$mib; done
 mount -t tmpfs -o "size=$((max_mib * 3 + 512))M,mode=0700" tmpfs "$TMPFS"
@@ -158,7 +182,7 @@ gcc -static -O2 -Wall -o "$ROOTFS/app/workload" "$REPO/bench/workload.c"
 tar -C "$ROOTFS" -c . | podman import --quiet - "$IMAGE" >/dev/null
 IMAGE_CREATED=1
 
-# Writes an OCI bundle at $1 whose process is the workload holding $2 MiB.
+# Writes an OCI bundle at $1 whose process is the workload with $2 MiB resident.
 make_bundle() {
 	local bundle=$1 mib=$2
 	mkdir -p "$bundle"
@@ -189,7 +213,7 @@ wait_for_status() {
 		((value >= expected)) && return 0
 		sleep 0.01
 	done
-	die "workload $pid did not reach $field=$expected within 120 s"
+	die "timed out after 120 s waiting for workload $pid to report $field=$expected"
 }
 
 # Counters of the workload that is being measured.
@@ -321,7 +345,6 @@ measure_restore() {
 	record "$size" ckpt restore_us "$run" $((($(now_ns) - started) / 1000))
 	debug=$(jq -r .name <<<"$output")
 	pid=$(jq -r .pid <<<"$output")
-	DEBUG_CONTAINERS+=("$debug")
 	[[ $(process_state "$pid") == T ]] || log "ckpt restore: process $pid is not stopped"
 
 	request=$STORE/debug/$debug/shim-request.json
@@ -415,6 +438,7 @@ run_series() {
 				| [$size, "ckpt", "criu_frozen_us", .id, (.frozen_ms * 1000 | floor)],
 				  [$size, "ckpt", "added_bytes", .id, .added_bytes]
 				| @tsv' >>"$SAMPLES"
+		log "ckpt: $mib MiB, $RUNS paused restores against raw CRIU"
 		for ((index = 1; index <= RUNS; index++)); do
 			measure_restore "$mib" "$name" "$index"
 		done
