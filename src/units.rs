@@ -65,12 +65,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value * 60),
-            "h" => Duration::from_secs(value * 3600),
-            "d" => Duration::from_secs(value * 86400),
+        let seconds_per_unit = match unit {
+            "ms" => None,
+            "s" => Some(1),
+            "m" => Some(60),
+            "h" => Some(3600),
+            "d" => Some(86400),
             "" => {
                 return Err(format!(
                     "invalid duration {original:?}: missing unit after {value}; use ms, s, m, h or d"
@@ -82,7 +82,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += part;
+        let too_large = || format!("invalid duration {original:?}: too large");
+        let part = match seconds_per_unit {
+            None => Duration::from_millis(value),
+            Some(factor) => Duration::from_secs(value.checked_mul(factor).ok_or_else(too_large)?),
+        };
+        total = total.checked_add(part).ok_or_else(too_large)?;
     }
     Ok(total)
 }
@@ -115,5 +120,10 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().contains("missing unit"));
         assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
+        assert!(
+            parse_duration("99999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, can_run_containers, last_line, parse_state_line, process_state, restore_json};
+use common::{
+    TestEnv, can_run_containers, last_line, parse_state_line, process_state, restore_json,
+};
 
 /// Waits until `path` has a `token=… counter=…` line; returns the first one.
 fn first_state_line(path: &std::path::Path, timeout: Duration) -> (String, u64) {
@@ -17,7 +19,11 @@ fn first_state_line(path: &std::path::Path, timeout: Duration) -> (String, u64) 
         if let Some(state) = text.lines().find_map(parse_state_line) {
             return state;
         }
-        assert!(Instant::now() < deadline, "no output in {} within {timeout:?}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "no output in {} within {timeout:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -36,13 +42,25 @@ fn paused_restore_attach_resume_and_remove() {
     let stdout = env.ckpt_ok(&["checkpoint", &container.id]);
     let (_, after) = container.last_state().expect("workload output");
     let checkpoint = last_line(&stdout).to_string();
-    assert_eq!(checkpoint.len(), "20261204T200301Z-3fa9c2".len(), "id line: {stdout}");
-    assert_eq!(container.status(), "running", "checkpoint stopped the container");
+    assert_eq!(
+        checkpoint.len(),
+        "20261204T200301Z-3fa9c2".len(),
+        "id line: {stdout}"
+    );
+    assert_eq!(
+        container.status(),
+        "running",
+        "checkpoint stopped the container"
+    );
     let listed = env.ckpt_ok(&["list", &container.id, "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["id"], checkpoint.as_str());
     assert_eq!(listed[0]["status"], "good");
     assert!(listed[0]["logical_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        listed[0]["frozen_ms"].as_f64().unwrap() > 0.0,
+        "CRIU's dump statistics missing: {listed}"
+    );
 
     // The container dies; its rootfs keeps the last counter it wrote.
     container.kill();
@@ -52,7 +70,12 @@ fn paused_restore_attach_resume_and_remove() {
     let report = restore_json(&env.ckpt_ok(&["restore", &container.id, "--paused", "--json"]));
     let name = report["name"].as_str().unwrap().to_string();
     let pid = report["pid"].as_i64().unwrap() as i32;
-    let pids: Vec<i32> = report["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
+    let pids: Vec<i32> = report["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect();
     assert_eq!(report["checkpoint"], checkpoint.as_str());
     assert_eq!(pids[0], pid);
     assert!(pids.len() >= 3, "expected sh, nc and sleep, got {pids:?}");
@@ -67,8 +90,16 @@ fn paused_restore_attach_resume_and_remove() {
         .output()
         .unwrap();
     let gdb_out = String::from_utf8_lossy(&gdb.stdout);
-    assert!(gdb_out.contains("#0"), "no backtrace from gdb: {gdb_out}\n{}", String::from_utf8_lossy(&gdb.stderr));
-    assert_eq!(process_state(pid), Some('T'), "gdb left the root task running");
+    assert!(
+        gdb_out.contains("#0"),
+        "no backtrace from gdb: {gdb_out}\n{}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
+    assert_eq!(
+        process_state(pid),
+        Some('T'),
+        "gdb left the root task running"
+    );
 
     // strace attaches to another task and detaches.
     let strace = Command::new("strace")
@@ -79,10 +110,17 @@ fn paused_restore_attach_resume_and_remove() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(strace.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strace.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let strace_out = strace.wait_with_output().unwrap();
     let strace_err = String::from_utf8_lossy(&strace_out.stderr);
-    assert!(strace_err.contains(&format!("Process {} attached", pids[1])), "strace: {strace_err}");
+    assert!(
+        strace_err.contains(&format!("Process {} attached", pids[1])),
+        "strace: {strace_err}"
+    );
 
     let ps: serde_json::Value = serde_json::from_str(&env.ckpt_ok(&["ps", "--json"])).unwrap();
     assert_eq!(ps[0]["name"], name.as_str());
@@ -104,28 +142,49 @@ fn paused_restore_attach_resume_and_remove() {
     let debug_root = format!("/proc/{pid}/root");
     fs::write(format!("{debug_root}/tmp/written-by-debug"), "x").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fs::read_to_string(format!("{debug_root}/tmp/counter")).unwrap_or_default() == rootfs_counter
+    while fs::read_to_string(format!("{debug_root}/tmp/counter")).unwrap_or_default()
+        == rootfs_counter
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_ne!(fs::read_to_string(format!("{debug_root}/tmp/counter")).unwrap(), rootfs_counter);
-    assert_eq!(fs::read_to_string(container.rootfs().join("tmp/counter")).unwrap(), rootfs_counter);
+    assert_ne!(
+        fs::read_to_string(format!("{debug_root}/tmp/counter")).unwrap(),
+        rootfs_counter
+    );
+    assert_eq!(
+        fs::read_to_string(container.rootfs().join("tmp/counter")).unwrap(),
+        rootfs_counter
+    );
     assert!(!container.rootfs().join("tmp/written-by-debug").exists());
 
     // rm leaves no processes, cgroups, mounts or files.
-    let cgroups: Vec<String> = ps[0]["cgroups"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let cgroups: Vec<String> = ps[0]["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
     assert!(!cgroups.is_empty());
     env.ckpt_ok(&["rm", &name]);
     for &task in &pids {
-        assert!(matches!(process_state(task), None | Some('Z')), "task {task} survived rm");
+        assert!(
+            matches!(process_state(task), None | Some('Z')),
+            "task {task} survived rm"
+        );
     }
     for cgroup in &cgroups {
-        assert!(!std::path::Path::new(cgroup).exists(), "cgroup {cgroup} left behind");
+        assert!(
+            !std::path::Path::new(cgroup).exists(),
+            "cgroup {cgroup} left behind"
+        );
     }
     assert!(!env.store.join("debug").join(&name).exists());
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(env.store.to_str().unwrap()), "mount left behind");
+    assert!(
+        !mounts.contains(env.store.to_str().unwrap()),
+        "mount left behind"
+    );
     assert!(env.ckpt_ok(&["ps"]).starts_with("no debug containers"));
 }
 
@@ -138,12 +197,18 @@ fn unknown_container_is_bad_input() {
     let output = env.ckpt(&["checkpoint", "no-such-container"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with("ckpt: container no-such-container not found"), "{stderr}");
+    assert!(
+        stderr.starts_with("ckpt: container no-such-container not found"),
+        "{stderr}"
+    );
 
     let output = env.ckpt(&["restore", "no-such-container", "--paused"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with("ckpt: container no-such-container has no checkpoints"), "{stderr}");
+    assert!(
+        stderr.starts_with("ckpt: container no-such-container has no checkpoints"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -167,7 +232,11 @@ fn traced_target_is_refused_and_keeps_running() {
     let _ = strace.wait();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!("ckpt: container {}: cannot checkpoint: pid {pid} is traced by pid {} (strace); detach it first", container.id, strace.id());
+    let expected = format!(
+        "ckpt: container {}: cannot checkpoint: pid {pid} is traced by pid {} (strace); detach it first",
+        container.id,
+        strace.id()
+    );
     assert_eq!(stderr.trim(), expected);
 
     // The target keeps running, and nothing was listed.
@@ -208,10 +277,24 @@ fn criu_failure_names_cause_and_log() {
     let output = env.ckpt(&["checkpoint", &id]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with(&format!("ckpt: container {id}: cannot checkpoint: criu dump failed: ")), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "ckpt: container {id}: cannot checkpoint: criu dump failed: "
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("(log "), "no log path: {stderr}");
-    let log_path = stderr.split("(log ").nth(1).unwrap().split(')').next().unwrap();
-    assert!(std::path::Path::new(log_path).exists(), "log {log_path} missing");
+    let log_path = stderr
+        .split("(log ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    assert!(
+        std::path::Path::new(log_path).exists(),
+        "log {log_path} missing"
+    );
     assert_eq!(container.status(), "running");
     assert!(env.ckpt_ok(&["list"]).starts_with("no checkpoints"));
 }
@@ -276,6 +359,82 @@ fn unreadable_store_is_refused() {
         assert_ne!(output.status.code(), Some(0));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.starts_with("ckpt: "), "{stderr}");
-        assert!(stderr.contains(not_a_dir.to_str().unwrap()), "store path not named: {stderr}");
+        assert!(
+            stderr.contains(not_a_dir.to_str().unwrap()),
+            "store path not named: {stderr}"
+        );
     }
+}
+
+#[test]
+fn debug_batch_gdb_prints_backtrace() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let container = env.start_workload();
+    env.ckpt_ok(&["checkpoint", &container.id]);
+    container.kill();
+
+    let output = env.ckpt(&[
+        "debug",
+        &container.id,
+        "--batch",
+        "--ex",
+        "bt",
+        "--ex",
+        "info proc",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("#0"), "no backtrace: {stdout}");
+    assert!(
+        stdout.contains("cmdline = '/bin/sh /app/run.sh'"),
+        "gdb attached elsewhere: {stdout}"
+    );
+    assert!(stderr.starts_with("ckpt: debugging pid "), "{stderr}");
+    assert!(stderr.contains("ckpt: removed debug container"), "{stderr}");
+    assert!(env.ckpt_ok(&["ps"]).starts_with("no debug containers"));
+}
+
+#[test]
+fn debug_strace_shows_calls_after_resume() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let container = env.start_workload();
+    let (token, _) = container.last_state().unwrap();
+    env.ckpt_ok(&["checkpoint", &container.id]);
+    container.kill();
+
+    let output = env.ckpt(&[
+        "debug",
+        &container.id,
+        "--debugger",
+        "strace",
+        "--duration",
+        "2s",
+        "--keep",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The restored shell prints its state with write(2) once resumed.
+    assert!(
+        stderr.contains("--- SIGCONT"),
+        "strace saw no resume: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("write(1, \"token={token}")),
+        "no write of the token: {stderr}"
+    );
+    assert!(stderr.contains("ckpt: kept debug container"), "{stderr}");
+
+    let ps: serde_json::Value = serde_json::from_str(&env.ckpt_ok(&["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["state"], "running");
+    env.ckpt_ok(&["rm", ps[0]["name"].as_str().unwrap()]);
 }

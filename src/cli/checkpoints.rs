@@ -1,9 +1,10 @@
 //! `ckpt checkpoint` and `ckpt list`.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Serialize;
 
@@ -40,7 +41,29 @@ pub struct CheckpointArgs {
     pub ghost_limit: Option<u64>,
 }
 
-pub fn checkpoint(ctx: &Context, args: CheckpointArgs) -> CommandResult {
+pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs) -> CommandResult {
+    // A running daemon with a policy for the container takes the checkpoint itself, so that
+    // it never overlaps a scheduled checkpoint or a health probe.
+    let flags_given = args.tcp_established
+        || args.file_locks
+        || args.skip_in_flight
+        || args.ext_unix_sk
+        || args.ghost_limit.is_some();
+    if let Some(reply) =
+        super::daemon::checkpoint_through_daemon(socket, &args.container, flags_given)?
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "checkpointed {} through the daemon ({} of images, {} added to the store, frozen {:.1} ms)",
+            args.container,
+            output::size(reply.logical_bytes),
+            output::size(reply.added_bytes),
+            reply.frozen_time_us as f64 / 1000.0
+        );
+        let _ = writeln!(out, "{}", reply.checkpoint);
+        return Ok(());
+    }
     let options = CheckpointOptions {
         tcp_established: args.tcp_established,
         file_locks: args.file_locks,
@@ -66,66 +89,141 @@ pub fn checkpoint(ctx: &Context, args: CheckpointArgs) -> CommandResult {
 
 /// List checkpoints, newest first.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  ckpt list\n  ckpt list web --json")]
+#[command(
+    after_help = "Examples:\n  ckpt list\n  ckpt list web --since 1h\n  ckpt list 20261204T20 --json"
+)]
 pub struct ListArgs {
-    /// Only this container's checkpoints.
-    pub container: Option<ContainerId>,
+    /// Only checkpoints of this container, or whose id starts with this prefix.
+    #[arg(value_name = "CONTAINER|ID-PREFIX")]
+    pub filter: Option<String>,
+    /// Only checkpoints taken since this long ago (e.g. 30m) or this RFC 3339 time.
+    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    pub since: Option<DateTime<Utc>>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
-/// One checkpoint as `ckpt list --json` prints it.
-#[derive(Debug, Serialize)]
-pub struct ListEntry<'a> {
-    pub id: &'a str,
-    pub container: &'a str,
-    pub created: String,
+/// One checkpoint as `ckpt list` shows it; `--json` prints these fields.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListEntry {
+    pub id: String,
+    pub container: String,
+    #[serde(serialize_with = "rfc3339_seconds")]
+    pub created: DateTime<Utc>,
+    /// `good`, or `unhealthy` for a checkpoint taken while the health probe failed.
     pub status: &'static str,
     pub logical_bytes: u64,
     pub added_bytes: u64,
     pub frozen_ms: f64,
-    pub criu_version: &'a str,
+    pub criu_version: String,
 }
 
-/// Returns `good`, or `unhealthy` for a checkpoint taken while the health probe failed.
-pub fn status(manifest: &Manifest) -> &'static str {
-    if manifest.meta.health_passing == Some(false) {
+fn rfc3339_seconds<S: serde::Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn status(health_passing: Option<bool>) -> &'static str {
+    if health_passing == Some(false) {
         "unhealthy"
     } else {
         "good"
     }
 }
 
-pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
+impl From<&Manifest> for ListEntry {
+    fn from(m: &Manifest) -> Self {
+        Self {
+            id: m.meta.id.to_string(),
+            container: m.meta.container.to_string(),
+            created: m.meta.created,
+            status: status(m.meta.health_passing),
+            logical_bytes: m.logical_bytes,
+            added_bytes: m.added_bytes,
+            frozen_ms: m.meta.dump_stats.frozen_time_us as f64 / 1000.0,
+            criu_version: m.meta.criu_version.clone(),
+        }
+    }
+}
+
+impl ListEntry {
+    /// Converts an entry of the daemon's List reply; `None` for an unparsable time.
+    fn from_daemon(entry: crate::daemon::control::proto::CheckpointEntry) -> Option<Self> {
+        let created = DateTime::parse_from_rfc3339(&entry.created)
+            .ok()?
+            .with_timezone(&Utc);
+        Some(Self {
+            id: entry.id,
+            container: entry.container,
+            created,
+            status: status(entry.health_passing),
+            logical_bytes: entry.logical_bytes,
+            added_bytes: entry.added_bytes,
+            frozen_ms: entry.frozen_time_us as f64 / 1000.0,
+            criu_version: entry.criu_version,
+        })
+    }
+}
+
+/// Parses `--since`: a duration before now, or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    let ago = crate::units::parse_duration(text)
+        .map_err(|_| format!("invalid time {text:?}: expected a duration such as 30m or an RFC 3339 time such as 2026-12-04T20:00:00Z"))?;
+    let ago = chrono::Duration::from_std(ago)
+        .map_err(|_| format!("invalid time {text:?}: too far back"))?;
+    Ok(Utc::now() - ago)
+}
+
+/// Keeps the checkpoints of container `filter`, or else those whose id starts with `filter`.
+fn filter_entries(
+    entries: Vec<ListEntry>,
+    filter: Option<&str>,
+    since: Option<DateTime<Utc>>,
+) -> Vec<ListEntry> {
+    let by_container = filter.is_some_and(|f| entries.iter().any(|e| e.container == f));
+    entries
+        .into_iter()
+        .filter(|e| match filter {
+            None => true,
+            Some(f) if by_container => e.container == f,
+            Some(f) => e.id.starts_with(f),
+        })
+        .filter(|e| since.is_none_or(|t| e.created >= t))
+        .collect()
+}
+
+/// Reads every checkpoint, from the daemon when its socket answers, else from the store.
+fn read_entries(ctx: &Context, socket: &Path) -> Result<Vec<ListEntry>, Failure> {
+    if let Some(entries) = super::daemon::list_through_daemon(socket)? {
+        return Ok(entries
+            .into_iter()
+            .filter_map(ListEntry::from_daemon)
+            .collect());
+    }
     // A store is created by the first checkpoint; before that the listing is empty.
-    let manifests = if ctx.store_root.exists() {
-        let store = ctx.open_existing_store().map_err(|e| classify(e.into()))?;
-        store
-            .list(args.container.as_ref())
-            .map_err(|e| classify(e.into()))?
-    } else {
-        Vec::new()
-    };
+    if !ctx.store_root.exists() {
+        return Ok(Vec::new());
+    }
+    let store = ctx.open_existing_store().map_err(|e| classify(e.into()))?;
+    let manifests = store.list(None).map_err(|e| classify(e.into()))?;
+    Ok(manifests.iter().map(ListEntry::from).collect())
+}
+
+pub fn list(ctx: &Context, socket: &Path, args: ListArgs) -> CommandResult {
+    let entries = filter_entries(
+        read_entries(ctx, socket)?,
+        args.filter.as_deref(),
+        args.since,
+    );
     let mut out = io::stdout().lock();
 
     if args.json {
-        let entries: Vec<ListEntry> = manifests
-            .iter()
-            .map(|m| ListEntry {
-                id: m.meta.id.as_str(),
-                container: m.meta.container.as_str(),
-                created: m
-                    .meta
-                    .created
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                status: status(m),
-                logical_bytes: m.logical_bytes,
-                added_bytes: m.added_bytes,
-                frozen_ms: m.meta.dump_stats.frozen_time_us as f64 / 1000.0,
-                criu_version: &m.meta.criu_version,
-            })
-            .collect();
         let text = serde_json::to_string_pretty(&entries)
             .context("failed to encode checkpoints as JSON")
             .map_err(Failure::failed)?;
@@ -133,15 +231,21 @@ pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
         return Ok(());
     }
 
-    if manifests.is_empty() {
-        let whose = args
-            .container
-            .map_or_else(|| "any container".to_string(), |c| format!("container {c}"));
-        let _ = writeln!(
-            out,
-            "no checkpoints of {whose} in store {}",
-            ctx.store_root.display()
-        );
+    if entries.is_empty() {
+        let what = match &args.filter {
+            Some(filter) => format!("no checkpoints match {filter:?}"),
+            None => "no checkpoints".to_string(),
+        };
+        let since = args
+            .since
+            .map(|t| {
+                format!(
+                    " since {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(out, "{what}{since} in store {}", ctx.store_root.display());
         return Ok(());
     }
     let now = Utc::now();
@@ -154,17 +258,79 @@ pub fn list(ctx: &Context, args: ListArgs) -> CommandResult {
         "ADDED",
         "FROZEN",
     ]);
-    for m in &manifests {
+    for entry in &entries {
         table.row(vec![
-            m.meta.id.to_string(),
-            m.meta.container.to_string(),
-            output::age(m.meta.created, now),
-            status(m).to_string(),
-            output::size(m.logical_bytes),
-            output::size(m.added_bytes),
-            format!("{:.1} ms", m.meta.dump_stats.frozen_time_us as f64 / 1000.0),
+            entry.id.clone(),
+            entry.container.clone(),
+            output::age(entry.created, now),
+            entry.status.to_string(),
+            output::size(entry.logical_bytes),
+            output::size(entry.added_bytes),
+            format!("{:.1} ms", entry.frozen_ms),
         ]);
     }
     let _ = table.write(&mut out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CheckpointId, CheckpointMeta, CheckpointOptions, DumpStats, RuntimeInfo};
+
+    fn entry(container: &str, created: &str) -> ListEntry {
+        let created: DateTime<Utc> = created.parse().unwrap();
+        let meta = CheckpointMeta {
+            id: CheckpointId::generate(created),
+            container: container.parse().unwrap(),
+            created,
+            criu_version: "4.2.1".into(),
+            kernel: "6.18".into(),
+            options: CheckpointOptions::default(),
+            dump_stats: DumpStats::default(),
+            runtime: RuntimeInfo::default(),
+            health_passing: None,
+        };
+        let manifest = Manifest {
+            meta,
+            files: Vec::new(),
+            logical_bytes: 0,
+            added_bytes: 0,
+            chunk_count: 0,
+        };
+        ListEntry::from(&manifest)
+    }
+
+    #[test]
+    fn filter_matches_container_then_id_prefix() {
+        let all = vec![
+            entry("web", "2026-12-04T20:00:00Z"),
+            entry("db", "2026-12-04T21:00:00Z"),
+            entry("web", "2026-12-05T08:00:00Z"),
+        ];
+        let web = filter_entries(all.clone(), Some("web"), None);
+        assert_eq!(web.len(), 2);
+        let by_prefix = filter_entries(all.clone(), Some("20261204T2"), None);
+        assert_eq!(by_prefix.len(), 2);
+        let since = filter_entries(
+            all.clone(),
+            None,
+            Some("2026-12-04T20:30:00Z".parse().unwrap()),
+        );
+        assert_eq!(since.len(), 2);
+        assert!(filter_entries(all, Some("nothing"), None).is_empty());
+    }
+
+    #[test]
+    fn since_accepts_durations_and_times() {
+        let time = parse_since("2026-12-04T20:00:00Z").unwrap();
+        assert_eq!(time.to_rfc3339(), "2026-12-04T20:00:00+00:00");
+        let ago = Utc::now() - parse_since("30m").unwrap();
+        assert!((ago.num_seconds() - 1800).abs() <= 2);
+        assert!(
+            parse_since("yesterday")
+                .unwrap_err()
+                .contains("invalid time")
+        );
+    }
 }

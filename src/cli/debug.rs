@@ -94,15 +94,30 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> CommandResult {
 
 /// List debug containers.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  ckpt ps\n  ckpt ps --json")]
+#[command(after_help = "Examples:\n  ckpt ps\n  ckpt ps web --since 10m --json")]
 pub struct PsArgs {
+    /// Only debug containers of this container, or whose name starts with this prefix.
+    #[arg(value_name = "CONTAINER|NAME-PREFIX")]
+    pub filter: Option<String>,
+    /// Only debug containers created since this long ago (e.g. 30m) or this RFC 3339 time.
+    #[arg(long, value_name = "DURATION|TIME", value_parser = super::checkpoints::parse_since)]
+    pub since: Option<chrono::DateTime<Utc>>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn ps(ctx: &Context, args: PsArgs) -> CommandResult {
-    let debugs = ops::list_debug(&ctx.store_root).map_err(|e| classify(e.into()))?;
+    let debugs: Vec<DebugContainer> = ops::list_debug(&ctx.store_root)
+        .map_err(|e| classify(e.into()))?
+        .into_iter()
+        .filter(|d| {
+            args.filter
+                .as_deref()
+                .is_none_or(|f| d.container.as_str() == f || d.name.starts_with(f))
+        })
+        .filter(|d| args.since.is_none_or(|t| d.created >= t))
+        .collect();
     let mut out = io::stdout().lock();
     if args.json {
         let text = serde_json::to_string_pretty(&debugs)
@@ -112,11 +127,11 @@ pub fn ps(ctx: &Context, args: PsArgs) -> CommandResult {
         return Ok(());
     }
     if debugs.is_empty() {
-        let _ = writeln!(
-            out,
-            "no debug containers in store {}",
-            ctx.store_root.display()
-        );
+        let what = match &args.filter {
+            Some(filter) => format!("no debug containers match {filter:?}"),
+            None => "no debug containers".to_string(),
+        };
+        let _ = writeln!(out, "{what} in store {}", ctx.store_root.display());
         return Ok(());
     }
     let now = Utc::now();
@@ -190,5 +205,297 @@ pub fn rm(ctx: &Context, args: RmArgs) -> CommandResult {
                 args.names.len()
             ),
         }),
+    }
+}
+
+/// Restore a checkpoint paused and attach a debugger to its root task.
+///
+/// gdb opens with its sysroot at the debug container's root, so the
+/// executable's shared libraries and symbols resolve as inside the container.
+/// With strace, every task resumes once strace is attached, so the system
+/// calls that follow the checkpoint are traced. When the debugger exits, the
+/// debug container is removed unless --keep is given.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  ckpt debug web\n  ckpt debug web --batch --ex bt --ex 'info threads'\n  ckpt debug web --debugger strace --duration 5s -- -e trace=network\n  ckpt debug web --debugger 'ltrace -f' --keep"
+)]
+pub struct DebugArgs {
+    /// Container whose checkpoint to debug.
+    pub container: ContainerId,
+    /// Checkpoint id or unique prefix [default: the newest good checkpoint].
+    #[arg(long, value_name = "ID")]
+    pub checkpoint: Option<String>,
+    /// gdb, strace, or another command line; `{pid}` in it is replaced by the
+    /// root task's PID, and without `{pid}` the arguments `-p PID` are appended.
+    #[arg(long, default_value = "gdb", value_name = "gdb|strace|CMD")]
+    pub debugger: String,
+    /// Keep the debug container after the debugger exits.
+    #[arg(long)]
+    pub keep: bool,
+    /// Run without a terminal: gdb runs the --ex commands, then detaches and exits.
+    #[arg(long)]
+    pub batch: bool,
+    /// A gdb command to run after attaching (repeatable).
+    #[arg(long = "ex", value_name = "COMMAND")]
+    pub commands: Vec<String>,
+    /// Stop the debugger after this long, e.g. 5s (useful for strace in scripts).
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Name of the debug container [default: CONTAINER-debug-XXXXXX].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Extra arguments for the debugger, after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// The debugger ckpt runs, by kind.
+#[derive(Debug, PartialEq, Eq)]
+enum Debugger {
+    Gdb,
+    Strace,
+    Other(Vec<String>),
+}
+
+impl Debugger {
+    fn parse(text: &str) -> Result<Self, Failure> {
+        match text {
+            "gdb" => Ok(Self::Gdb),
+            "strace" => Ok(Self::Strace),
+            other => {
+                let words: Vec<String> = other.split_whitespace().map(str::to_string).collect();
+                if words.is_empty() {
+                    return Err(Failure::usage(anyhow!(
+                        "invalid --debugger {other:?}: expected gdb, strace or a command"
+                    )));
+                }
+                Ok(Self::Other(words))
+            }
+        }
+    }
+
+    /// Builds the debugger's command line for the root task `pid`.
+    fn command_line(&self, args: &DebugArgs, pid: i32) -> Vec<String> {
+        let pid_text = pid.to_string();
+        let mut line: Vec<String> = match self {
+            Self::Gdb => {
+                let mut line = vec![
+                    "gdb".to_string(),
+                    "-p".to_string(),
+                    pid_text.clone(),
+                    "-ex".to_string(),
+                    format!("set sysroot /proc/{pid}/root"),
+                ];
+                if args.batch {
+                    line.insert(1, "-batch".to_string());
+                }
+                for command in &args.commands {
+                    line.push("-ex".to_string());
+                    line.push(command.clone());
+                }
+                line
+            }
+            Self::Strace => vec![
+                "strace".to_string(),
+                "-f".to_string(),
+                "-p".to_string(),
+                pid_text.clone(),
+            ],
+            Self::Other(words) => {
+                let mut line: Vec<String> = words
+                    .iter()
+                    .map(|w| w.replace("{pid}", &pid_text))
+                    .collect();
+                if !words.iter().any(|w| w.contains("{pid}")) {
+                    line.push("-p".to_string());
+                    line.push(pid_text.clone());
+                }
+                line
+            }
+        };
+        line.extend(args.args.iter().map(|a| a.replace("{pid}", &pid_text)));
+        line
+    }
+}
+
+pub fn debug(ctx: &Context, args: DebugArgs) -> CommandResult {
+    let debugger = Debugger::parse(&args.debugger)?;
+    if !args.commands.is_empty() && debugger != Debugger::Gdb {
+        return Err(Failure::usage(anyhow!(
+            "--ex takes gdb commands, but --debugger is {}",
+            args.debugger
+        )));
+    }
+
+    // Restore paused, exactly as `ckpt restore --paused` does.
+    let request = RestoreRequest {
+        container: args.container.clone(),
+        checkpoint: args.checkpoint.clone(),
+        name: args.name.clone(),
+    };
+    let restored = ops::restore_paused(ctx, &request).map_err(|e| classify(e.into()))?;
+    let pid = restored.pid;
+    let line = debugger.command_line(&args, pid);
+    eprintln!(
+        "ckpt: debugging pid {pid} of debug container {} (checkpoint {} of {}); every task is stopped",
+        restored.name, restored.checkpoint, restored.container
+    );
+    match debugger {
+        Debugger::Gdb if !args.batch => eprintln!(
+            "ckpt: in gdb: `bt` and `info threads` to look, `stepi`/`next` to step, `continue` to run, \
+             `detach` then `quit` to leave; other tasks stay stopped until `ckpt resume {}`",
+            restored.name
+        ),
+        Debugger::Strace => eprintln!("ckpt: every task resumes once strace is attached"),
+        _ => {}
+    }
+
+    // Run the debugger, then remove the debug container unless asked to keep it.
+    let outcome = run_debugger(&line, &debugger, &restored, args.duration);
+    if args.keep {
+        eprintln!(
+            "ckpt: kept debug container {}; resume it with `ckpt resume {0}` or remove it with `ckpt rm {0}`",
+            restored.name
+        );
+    } else if let Err(e) = ops::remove_debug(&ctx.store_root, &restored.name) {
+        eprintln!(
+            "ckpt: failed to remove debug container {}: {}",
+            restored.name,
+            crate::error::chain(&e)
+        );
+    } else {
+        eprintln!("ckpt: removed debug container {}", restored.name);
+    }
+    let status = outcome?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::failed(anyhow!("{} exited with {status}", line[0])))
+    }
+}
+
+fn run_debugger(
+    line: &[String],
+    debugger: &Debugger,
+    restored: &DebugContainer,
+    duration: Option<std::time::Duration>,
+) -> Result<std::process::ExitStatus, Failure> {
+    let mut child = std::process::Command::new(&line[0])
+        .args(&line[1..])
+        .spawn()
+        .with_context(|| format!("failed to start {}; is it installed?", line[0]))
+        .map_err(Failure::failed)?;
+
+    if *debugger == Debugger::Strace {
+        wait_until_traced(restored.pid, std::time::Duration::from_secs(10));
+        for &task in &restored.pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(task),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+    if let Some(limit) = duration {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if child.try_wait().ok().flatten().is_none() {
+            // SIGINT makes gdb and strace detach cleanly.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("failed to wait for {}", line[0]))
+        .map_err(Failure::failed)?;
+    // A tracer stopped by --duration exits by SIGINT or with its own code; that is expected.
+    if duration.is_some() && *debugger == Debugger::Strace {
+        return Ok(std::process::ExitStatus::default());
+    }
+    Ok(status)
+}
+
+/// Waits until some process traces `pid` (its `TracerPid` is set), or `timeout` passes.
+fn wait_until_traced(pid: i32, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let traced = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .is_some_and(|t| t.trim() != "0");
+        if traced {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> DebugArgs {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            debug: DebugArgs,
+        }
+        let mut argv = vec!["ckpt"];
+        argv.extend_from_slice(args);
+        Wrapper::parse_from(argv).debug
+    }
+
+    #[test]
+    fn gdb_command_line_sets_sysroot_and_commands() {
+        let args = parse(&["web", "--batch", "--ex", "bt"]);
+        let line = Debugger::parse(&args.debugger)
+            .unwrap()
+            .command_line(&args, 42);
+        assert_eq!(
+            line,
+            [
+                "gdb",
+                "-batch",
+                "-p",
+                "42",
+                "-ex",
+                "set sysroot /proc/42/root",
+                "-ex",
+                "bt"
+            ]
+        );
+    }
+
+    #[test]
+    fn custom_debugger_gets_pid() {
+        let args = parse(&["web", "--debugger", "ltrace -f", "--", "-o", "/tmp/t"]);
+        let line = Debugger::parse(&args.debugger)
+            .unwrap()
+            .command_line(&args, 7);
+        assert_eq!(line, ["ltrace", "-f", "-p", "7", "-o", "/tmp/t"]);
+
+        let args = parse(&["web", "--debugger", "perf record -p {pid}"]);
+        let line = Debugger::parse(&args.debugger)
+            .unwrap()
+            .command_line(&args, 7);
+        assert_eq!(line, ["perf", "record", "-p", "7"]);
+    }
+
+    #[test]
+    fn strace_traces_children() {
+        let args = parse(&["web", "--debugger", "strace"]);
+        let line = Debugger::parse(&args.debugger)
+            .unwrap()
+            .command_line(&args, 9);
+        assert_eq!(line, ["strace", "-f", "-p", "9"]);
     }
 }

@@ -5,8 +5,12 @@
 //! Errors print on stderr as one line: `ckpt: ` followed by the cause chain.
 
 mod checkpoints;
+mod daemon;
 mod debug;
+mod docs;
+mod images;
 pub mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,12 +29,22 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "ckpt", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Directory of the checkpoint store.
-    #[arg(long, global = true, env = "CKPT_STORE", default_value = ops::DEFAULT_STORE, value_name = "DIR")]
+    #[arg(long, global = true, env = "CKPT_STORE", hide_env_values = true, default_value = ops::DEFAULT_STORE, value_name = "DIR")]
     pub store: PathBuf,
 
     /// State root of the container runtime [default: runc's, /run/runc].
-    #[arg(long, global = true, env = "CKPT_RUNTIME_ROOT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "CKPT_RUNTIME_ROOT",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub runtime_root: Option<PathBuf>,
+
+    /// Control socket of `ckpt daemon`.
+    #[arg(long, global = true, env = "CKPT_SOCKET", hide_env_values = true, default_value = crate::daemon::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
 
     /// Log more: -v for info, -vv for debug (CKPT_LOG overrides, e.g. CKPT_LOG=ckpt=trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -50,6 +64,20 @@ pub enum Command {
     Ps(debug::PsArgs),
     Resume(debug::NameArgs),
     Rm(debug::RmArgs),
+    Debug(debug::DebugArgs),
+    Inspect(images::InspectArgs),
+    Diff(images::DiffArgs),
+    Memgrep(images::MemgrepArgs),
+    Daemon(daemon::DaemonArgs),
+    Status(daemon::StatusArgs),
+    Events(daemon::EventsArgs),
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ckpt policy validate /etc/ckpt/policies/web.yaml\n  ckpt policy list --json"
+    )]
+    Policy(policy::PolicyCommand),
+    Completions(docs::CompletionsArgs),
+    Man(docs::ManArgs),
     /// Internal: the reaper of a debug container.
     #[command(name = "__shim", hide = true)]
     Shim {
@@ -67,18 +95,31 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.verbose);
+    // The daemon sets up its own logging, with a format option and info as the default level.
+    if !matches!(cli.command, Command::Daemon(_)) {
+        init_logging(cli.verbose);
+    }
     let ctx = Context {
         store_root: cli.store.clone(),
         runtime_root: cli.runtime_root.clone(),
     };
     let result = match cli.command {
-        Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, args),
-        Command::List(args) => checkpoints::list(&ctx, args),
+        Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, &cli.socket, args),
+        Command::List(args) => checkpoints::list(&ctx, &cli.socket, args),
         Command::Restore(args) => debug::restore(&ctx, args),
         Command::Ps(args) => debug::ps(&ctx, args),
         Command::Resume(args) => debug::resume(&ctx, args),
         Command::Rm(args) => debug::rm(&ctx, args),
+        Command::Debug(args) => debug::debug(&ctx, args),
+        Command::Inspect(args) => images::inspect(&ctx, args),
+        Command::Diff(args) => images::diff(&ctx, args),
+        Command::Memgrep(args) => images::memgrep(&ctx, args),
+        Command::Daemon(args) => daemon::daemon(&ctx, &cli.socket, args),
+        Command::Status(args) => daemon::status(&cli.socket, args),
+        Command::Events(args) => daemon::events(&ctx, args),
+        Command::Policy(command) => policy::run(command),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
         Command::Shim { dir } => ops::shim::run(&dir).map_err(|e| Failure::failed(e.into())),
     };
     match result {

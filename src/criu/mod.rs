@@ -1,8 +1,7 @@
 //! Everything ckpt needs from CRIU: finding the binary, checking that it
-//! works on this kernel, driving it over RPC, and reading its statistics.
+//! works on this kernel, and driving it over RPC.
 
 mod log;
-mod stats;
 mod swrk;
 
 use std::fs;
@@ -11,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use log::log_tail;
-pub use stats::{STATS_DUMP_FILE, StatsError, read_dump_stats};
 pub use swrk::{CriuError, NotifyResult, Swrk};
 
 /// Oldest CRIU release that works on kernels 6.13 and later (older ones fail

@@ -30,6 +30,9 @@ pub const IMAGES_DIR: &str = "checkpoint";
 /// CRIU's dump log, kept with the checkpoint.
 pub const DUMP_LOG_FILE: &str = "criu-dump.log";
 
+/// File CRIU writes its dump statistics to, in its work directory.
+const STATS_DUMP_FILE: &str = "stats-dump";
+
 /// CRIU log verbosity: 4 is debug, which is what a failed dump needs to be diagnosed.
 const CRIU_LOG_LEVEL: i32 = 4;
 
@@ -309,9 +312,15 @@ pub fn dump(
 
     // Statistics are informative: a missing file must not fail a good dump.
     // CRIU writes its statistics to the work directory, not among the images.
-    let stats = criu::read_dump_stats(&work.join(criu::STATS_DUMP_FILE)).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "failed to read CRIU dump statistics");
-        DumpStats::default()
-    });
+    // They are informative: a missing or unreadable file must not fail a good dump.
+    let stats_path = work.join(STATS_DUMP_FILE);
+    let stats = match crate::images::read_dump_stats(&stats_path) {
+        Ok(Some(stats)) => stats,
+        Ok(None) => DumpStats::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %stats_path.display(), "failed to read CRIU dump statistics");
+            DumpStats::default()
+        }
+    };
     Ok(DumpOutcome { stats, duration_ms })
 }

@@ -142,16 +142,25 @@ impl DebugContainer {
             self.pids.clear();
             return;
         }
-        self.pids = descendants(self.pid);
-        let all_stopped = self
-            .pids
-            .iter()
-            .all(|&pid| matches!(process_state(pid), Some('T') | Some('t') | None));
-        self.state = if all_stopped {
-            DebugState::Paused
-        } else {
-            DebugState::Running
-        };
+        // A task that a tracer detaches from passes through running on its way
+        // back to stopped, so a mix of stopped and running tasks is sampled again.
+        for attempt in 0..5 {
+            self.pids = descendants(self.pid);
+            let stopped = self
+                .pids
+                .iter()
+                .filter(|&&pid| matches!(process_state(pid), Some('T') | Some('t') | None))
+                .count();
+            if stopped == self.pids.len() {
+                self.state = DebugState::Paused;
+                return;
+            }
+            self.state = DebugState::Running;
+            if stopped == 0 || attempt == 4 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the root task still exists and is still the shim's child,

@@ -25,7 +25,7 @@ use crate::model::{CheckpointId, ContainerId};
 use crate::runtime::descendants;
 use crate::store::{Manifest, StoreError};
 
-/// What to restore.
+/// A request to restore a checkpoint into a paused debug container.
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
     pub container: ContainerId,
@@ -98,7 +98,10 @@ impl RestoreError {
     /// Whether the error is about the user's input rather than a failed operation.
     pub fn is_input_error(&self) -> bool {
         match self {
-            Self::Store(e) => matches!(**e, StoreError::NotFound { .. } | StoreError::Ambiguous { .. }),
+            Self::Store(e) => matches!(
+                **e,
+                StoreError::NotFound { .. } | StoreError::Ambiguous { .. }
+            ),
             Self::NoCheckpoint { .. }
             | Self::WrongContainer { .. }
             | Self::InvalidName { .. }

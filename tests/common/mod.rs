@@ -160,8 +160,14 @@ impl TestEnv {
         drop(child.stdin.take());
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -174,7 +180,11 @@ impl TestEnv {
             });
         }
         let status = child.wait().expect("wait for runc run -d");
-        assert!(status.success(), "runc run failed: {:?}", lines.lock().unwrap());
+        assert!(
+            status.success(),
+            "runc run failed: {:?}",
+            lines.lock().unwrap()
+        );
         let container = Container {
             id,
             runtime_root: self.runtime_root.clone(),
@@ -215,8 +225,7 @@ impl Container {
 
     pub fn status(&self) -> String {
         let output = self.runc(&["state", &self.id]);
-        let state: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
         state["status"].as_str().unwrap_or("missing").to_string()
     }
 
@@ -228,7 +237,13 @@ impl Container {
     pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.output.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return line.clone();
             }
             assert!(
@@ -313,7 +328,12 @@ pub fn build_bundle(bundle: &Path, script: &str) {
 /// Returns the one-letter state (`R`, `S`, `T`...) of a process.
 pub fn process_state(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// Parses `ckpt restore --json` output.

@@ -1,0 +1,4 @@
+//! Types generated from `proto/criu-images.proto` by build.rs.
+#![allow(missing_docs)]
+
+include!(concat!(env!("OUT_DIR"), "/criu_images.rs"));
