@@ -60,6 +60,10 @@ def summarize(samples):
             if system == "ckpt":
                 rss = samples.get((size, system, "peak_rss_kib"))
                 entry["peak_rss_mib"] = round(max(rss) / 1024, 1) if rss else None
+                daemon_rss = samples.get((size, system, "daemon_peak_rss_kib"))
+                entry["daemon_peak_rss_mib"] = (
+                    round(max(daemon_rss) / 1024, 1) if daemon_rss else None
+                )
                 entry["criu_frozen_ms"] = median("criu_frozen_us", 1000)
                 entry["restore_samples"] = len(samples.get((size, system, "restore_us"), []))
             figures[system] = entry
@@ -89,24 +93,16 @@ def evaluate_targets(results):
             })
     rss_sizes = [s for s in results if s >= RSS_TARGET_SIZE_MIB] or [max(results)]
     for size in rss_sizes:
-        rss = results[size]["systems"]["ckpt"].get("peak_rss_mib")
-        targets.append({
-            "target": f"ckpt peak RSS while storing under {RSS_LIMIT_MIB} MiB (1 GiB workload)",
-            "size_mib": size,
-            "value": rss,
-            "limit": RSS_LIMIT_MIB,
-            "unit": "MiB",
-            "met": None if rss is None else rss < RSS_LIMIT_MIB,
-        })
-    targets.append({
-        "target": "daemon peak RSS",
-        "size_mib": None,
-        "value": None,
-        "limit": None,
-        "unit": "MiB",
-        "met": None,
-        "note": "not measured: ckpt has no daemon yet",
-    })
+        for key, who in [("peak_rss_mib", "ckpt checkpoint"), ("daemon_peak_rss_mib", "ckpt daemon")]:
+            rss = results[size]["systems"]["ckpt"].get(key)
+            targets.append({
+                "target": f"{who} peak RSS while storing under {RSS_LIMIT_MIB} MiB (1 GiB workload)",
+                "size_mib": size,
+                "value": rss,
+                "limit": RSS_LIMIT_MIB,
+                "unit": "MiB",
+                "met": None if rss is None else rss < RSS_LIMIT_MIB,
+            })
     return targets
 
 
@@ -138,6 +134,8 @@ def figure_rows(result):
                  [None, None, None, systems["ckpt"].get("criu_frozen_ms")], [None] * 3))
     rows.append(("ckpt peak RSS (MiB)",
                  [None, None, None, systems["ckpt"].get("peak_rss_mib")], [None] * 3))
+    rows.append(("daemon peak RSS (MiB)",
+                 [None, None, None, systems["ckpt"].get("daemon_peak_rss_mib")], [None] * 3))
     return rows
 
 

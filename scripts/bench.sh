@@ -38,6 +38,8 @@ SIZES=64M,256M,1G
 RUNS=5
 CHECKPOINTS=10
 CHANGE_PCT=5
+# Checkpoints the daemon takes before its peak RSS is read.
+DAEMON_CHECKPOINTS=3
 OUT=/var/tmp/ckpt-bench-results
 WRITE_DOCS=1
 QUICK=0
@@ -105,6 +107,10 @@ TMPFS=$WORK/tmpfs
 RUNC_ROOT=$WORK/runc
 STORE=$WORK/store
 IMAGE=localhost/ckpt-bench-$$
+# A private control socket: `ckpt list` and `ckpt checkpoint` would otherwise
+# talk to a daemon already running on the host, with another store.
+SOCKET=$WORK/ckpt.sock
+CKPT_ARGS=(--store "$STORE" --runtime-root "$RUNC_ROOT" --socket "$SOCKET")
 PREFIX=ckpt-bench-$$
 mkdir -p "$TMPFS" "$RUNC_ROOT" "$OUT"
 
@@ -113,6 +119,7 @@ PODMAN_CONTAINERS=()
 RAW_PIDS=()
 IMAGE_CREATED=0
 TMPFS_MOUNTED=0
+DAEMON_PID=0
 
 # Removes every debug container in the store. An interrupted `ckpt restore`
 # can leave one unrecorded, and a raw restore puts tasks in its cgroups, which
@@ -123,7 +130,7 @@ remove_debug_containers() {
 	for dir in "$STORE"/debug/*/; do
 		[[ -d $dir ]] || continue
 		name=$(basename "$dir")
-		"$CKPT" --store "$STORE" rm "$name" >/dev/null 2>&1
+		"$CKPT" "${CKPT_ARGS[@]}" rm "$name" >/dev/null 2>&1
 		for pid in $(pgrep -f -x "$CKPT __shim ${dir%/}"); do
 			kill -KILL "$pid"
 		done
@@ -144,6 +151,7 @@ remove_debug_containers() {
 cleanup() {
 	set +e
 	trap - EXIT INT TERM
+	((DAEMON_PID)) && kill -KILL "$DAEMON_PID" 2>/dev/null
 	for pid in "${RAW_PIDS[@]}"; do
 		kill -KILL "$pid" 2>/dev/null
 	done
@@ -318,7 +326,7 @@ checkpoint_ckpt() {
 	local name=$1 index=$2 started rss_file=$WORK/ckpt-rss
 	started=$(now_ns)
 	/usr/bin/time -f '%M' -o "$rss_file" \
-		"$CKPT" --store "$STORE" --runtime-root "$RUNC_ROOT" checkpoint "$name" >/dev/null
+		"$CKPT" "${CKPT_ARGS[@]}" checkpoint "$name" >/dev/null
 	DURABLE_US=$((($(now_ns) - started) / 1000))
 	CKPT_RSS_KIB=$(tail -n1 "$rss_file")
 }
@@ -341,7 +349,7 @@ process_state() {
 measure_restore() {
 	local size=$1 name=$2 run=$3 started output debug pid request
 	started=$(now_ns)
-	output=$("$CKPT" --store "$STORE" --runtime-root "$RUNC_ROOT" restore "$name" --paused --json)
+	output=$("$CKPT" "${CKPT_ARGS[@]}" restore "$name" --paused --json)
 	record "$size" ckpt restore_us "$run" $((($(now_ns) - started) / 1000))
 	debug=$(jq -r .name <<<"$output")
 	pid=$(jq -r .pid <<<"$output")
@@ -393,8 +401,42 @@ measure_restore() {
 
 	# Killing the PID namespace's init ends the whole raw tree.
 	kill -KILL "$raw_pid"
-	"$CKPT" --store "$STORE" rm "$debug" >/dev/null
+	"$CKPT" "${CKPT_ARGS[@]}" rm "$debug" >/dev/null
 	rm -rf "$images"
+}
+
+# --- Daemon peak RSS ----------------------------------------------------------
+
+# Runs `ckpt daemon` with a policy that checkpoints container $2 every 2 s,
+# lets it take DAEMON_CHECKPOINTS checkpoints with pages rewritten in between,
+# and records the daemon's VmHWM (its own peak RSS, without CRIU's).
+measure_daemon() {
+	local size=$1 name=$2 policies=$WORK/policies before count deadline
+	mkdir -p "$policies"
+	# A large keep, so that retention deletes none of the series' checkpoints.
+	printf 'container: %s\nruntime_root: %s\ninterval: 2s\nretention:\n  keep: 1000\n' \
+		"$name" "$RUNC_ROOT" >"$policies/$name.yaml"
+	before=$("$CKPT" "${CKPT_ARGS[@]}" list --json | jq length)
+	"$CKPT" "${CKPT_ARGS[@]}" daemon --policies "$policies" 2>"$WORK/daemon.log" &
+	DAEMON_PID=$!
+
+	deadline=$((SECONDS + 120))
+	count=0
+	while ((count < DAEMON_CHECKPOINTS)); do
+		((SECONDS < deadline)) || die "ckpt daemon took no $DAEMON_CHECKPOINTS checkpoints within 120 s; see $WORK/daemon.log"
+		kill -0 "$DAEMON_PID" 2>/dev/null || die "ckpt daemon exited; see $WORK/daemon.log"
+		request_rewrite
+		sleep 1
+		count=$(($("$CKPT" "${CKPT_ARGS[@]}" list --json | jq length) - before))
+	done
+
+	local hwm
+	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
+	record "$size" ckpt daemon_peak_rss_kib 0 "$hwm"
+	kill -TERM "$DAEMON_PID"
+	wait "$DAEMON_PID" || true
+	DAEMON_PID=0
+	rm -rf "$policies"
 }
 
 # --- The run ----------------------------------------------------------------
@@ -433,7 +475,7 @@ run_series() {
 	podman) record "$mib" podman stored_bytes 0 "$(du -cb "$WORK"/podman/*.tar.zst | tail -n1 | cut -f1)" ;;
 	ckpt)
 		record "$mib" ckpt stored_bytes 0 "$(du -sb "$STORE" | cut -f1)"
-		"$CKPT" --store "$STORE" list --json |
+		"$CKPT" "${CKPT_ARGS[@]}" list --json |
 			jq -r --arg size "$mib" '.[]
 				| [$size, "ckpt", "criu_frozen_us", .id, (.frozen_ms * 1000 | floor)],
 				  [$size, "ckpt", "added_bytes", .id, .added_bytes]
@@ -442,6 +484,8 @@ run_series() {
 		for ((index = 1; index <= RUNS; index++)); do
 			measure_restore "$mib" "$name" "$index"
 		done
+		log "ckpt: $mib MiB, daemon taking $DAEMON_CHECKPOINTS checkpoints"
+		measure_daemon "$mib" "$name"
 		;;
 	esac
 
