@@ -1,7 +1,7 @@
 """Turn the samples of scripts/bench.sh into a table, JSON and docs/performance.md.
 
 Each figure is a median over the samples of one size and system, except the
-stored bytes (one total per series) and ckpt's peak RSS (the maximum).
+stored bytes (one total per series) and the peak RSS figures (maxima).
 """
 
 import argparse

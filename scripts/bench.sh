@@ -8,8 +8,8 @@
 #
 # CKPT_BIN=PATH measures that ckpt binary instead of a fresh release build.
 # Must run as root. Everything it creates (runc and Podman containers, the
-# Podman image, tmpfs mounts, stores, debug containers) is removed on exit,
-# including on Ctrl-C.
+# Podman image, tmpfs mounts, stores, debug containers, the daemon) is
+# removed on exit, including on Ctrl-C.
 set -euo pipefail
 
 usage() {
