@@ -5,14 +5,36 @@
  * a counter five times a second, printing both and writing the counter to
  * /tmp/counter. After a restore, the token proves that the process is the
  * same one, and the counter shows where it was when it was checkpointed.
+ *
+ * SIGUSR1 makes it handle a "request" that it has no data for. The handler
+ * dereferences a NULL pointer, so the process dies of SIGSEGV, as a real
+ * bug would make it.
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
 static char token[17];
 static volatile unsigned long counter;
+static volatile sig_atomic_t request_pending;
+
+struct request {
+	unsigned long id;
+};
+
+static void on_request(int signal)
+{
+	(void)signal;
+	request_pending = 1;
+}
+
+/* The bug: a request that arrives without data is dereferenced anyway. */
+static void handle_request(const struct request *request)
+{
+	printf("handling request %lu\n", request->id);
+}
 
 static void make_token(void)
 {
@@ -42,6 +64,8 @@ static void tick(void)
 {
 	struct timespec pause = { .tv_sec = 0, .tv_nsec = 200 * 1000 * 1000 };
 
+	if (request_pending)
+		handle_request(NULL);
 	counter++;
 	printf("token=%s counter=%lu\n", token, counter);
 	fflush(stdout);
@@ -52,6 +76,7 @@ static void tick(void)
 int main(void)
 {
 	make_token();
+	signal(SIGUSR1, on_request);
 	for (;;)
 		tick();
 }

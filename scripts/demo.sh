@@ -57,11 +57,14 @@ sleep 1
 echo "still running: $(tail -n 1 "$work/container.log")"
 "$ckpt" list "$container"
 
-step "The container crashes (simulated with SIGKILL)"
-last=$(tail -n 1 "$work/container.log")
-runc kill "$container" KILL
-sleep 0.5
-echo "its last words: $last"
+step "The container crashes: SIGUSR1 makes the workload dereference a NULL pointer"
+runc kill "$container" USR1
+for _ in $(seq 50); do
+    [ "$(runc state "$container" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = stopped ] && break
+    sleep 0.1
+done
+echo "its last words: $(tail -n 1 "$work/container.log")"
+echo "runc state: $(runc state "$container" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')"
 
 step "Restore the last checkpoint into a paused debug container"
 "$ckpt" restore "$container" --paused

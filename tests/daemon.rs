@@ -241,9 +241,16 @@ fn crash_restores_paused_debug_container() {
         .args(["list", "--json"])
         .output()
         .unwrap();
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert!(listed.as_array().unwrap().len() >= 2, "list did not go through the daemon: {listed}");
+    assert!(
+        listed.as_array().unwrap().len() >= 2,
+        "list did not go through the daemon: {listed}"
+    );
     assert!(listed[0]["frozen_ms"].as_f64().unwrap() > 0.0, "{listed}");
     let criu_version = ckpt::criu::Criu::locate().unwrap().version;
     assert_eq!(listed[0]["criu_version"], criu_version.as_str());

@@ -52,16 +52,13 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
     if let Some(reply) =
         super::daemon::checkpoint_through_daemon(socket, &args.container, flags_given)?
     {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "checkpointed {} through the daemon ({} of images, {} added to the store, frozen {:.1} ms)",
-            args.container,
-            output::size(reply.logical_bytes),
-            output::size(reply.added_bytes),
-            reply.frozen_time_us as f64 / 1000.0
+        print_checkpointed(
+            &format!("{} through the daemon", args.container),
+            &reply.checkpoint,
+            reply.logical_bytes,
+            reply.added_bytes,
+            reply.frozen_time_us,
         );
-        let _ = writeln!(out, "{}", reply.checkpoint);
         return Ok(());
     }
     let options = CheckpointOptions {
@@ -73,18 +70,33 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
     };
     let manifest =
         ops::checkpoint(ctx, &args.container, &options, None).map_err(|e| classify(e.into()))?;
-    let stats = &manifest.meta.dump_stats;
+    print_checkpointed(
+        args.container.as_str(),
+        manifest.meta.id.as_str(),
+        manifest.logical_bytes,
+        manifest.added_bytes,
+        manifest.meta.dump_stats.frozen_time_us,
+    );
+    Ok(())
+}
+
+/// Prints the summary line and, as the last line, the checkpoint id.
+fn print_checkpointed(
+    what: &str,
+    id: &str,
+    logical_bytes: u64,
+    added_bytes: u64,
+    frozen_time_us: u64,
+) {
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "checkpointed {} ({} of images, {} added to the store, frozen {:.1} ms)",
-        args.container,
-        output::size(manifest.logical_bytes),
-        output::size(manifest.added_bytes),
-        stats.frozen_time_us as f64 / 1000.0
+        "checkpointed {what} ({} of images, {} added to the store, frozen {:.1} ms)",
+        output::size(logical_bytes),
+        output::size(added_bytes),
+        frozen_time_us as f64 / 1000.0
     );
-    let _ = writeln!(out, "{}", manifest.meta.id);
-    Ok(())
+    let _ = writeln!(out, "{id}");
 }
 
 /// List checkpoints, newest first.

@@ -102,6 +102,7 @@ pub fn main() -> ExitCode {
     let ctx = Context {
         store_root: cli.store.clone(),
         runtime_root: cli.runtime_root.clone(),
+        runtime_binary: None,
     };
     let result = match cli.command {
         Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, &cli.socket, args),

@@ -36,6 +36,7 @@ impl OpsBackend {
         Context {
             store_root: self.store_root.clone(),
             runtime_root: policy.and_then(|policy| self.runtime_root(policy)),
+            runtime_binary: policy.map(|policy| policy.runtime.clone()),
         }
     }
 

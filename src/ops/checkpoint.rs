@@ -57,6 +57,13 @@ pub enum CheckpointError {
         tracer: i32,
         tracer_comm: String,
     },
+    #[error(
+        "container {container} exited while it was being checkpointed; nothing was stored (CRIU's log: {log})"
+    )]
+    ExitedDuringDump {
+        container: ContainerId,
+        log: PathBuf,
+    },
     #[error("container {container}: cannot checkpoint")]
     Criu {
         container: ContainerId,
@@ -146,8 +153,19 @@ pub fn checkpoint(
         })?;
     }
 
-    // Dump.
-    let outcome = dump(&criu, &target, options, &external_mounts, &images, &work)?;
+    // Dump. A container that died meanwhile makes CRIU fail with a confusing
+    // message about the task it lost, so say what happened instead.
+    let outcome = match dump(&criu, &target, options, &external_mounts, &images, &work) {
+        Ok(outcome) => outcome,
+        Err(error @ CheckpointError::Criu { .. }) if !process_alive(target.pid) => {
+            tracing::debug!(error = %crate::error::chain(&error), "criu failed after the container exited");
+            return Err(CheckpointError::ExitedDuringDump {
+                container: container.clone(),
+                log: work.join("dump.log"),
+            });
+        }
+        Err(error) => return Err(error),
+    };
 
     // Keep the spec and CRIU's log with the images, then let the store take them.
     let io_error = |step, path: &Path| {
@@ -199,6 +217,14 @@ pub fn checkpoint(
         "checkpoint stored"
     );
     Ok(manifest)
+}
+
+/// Whether `pid` still exists and has not exited (a zombie counts as exited).
+fn process_alive(pid: i32) -> bool {
+    !matches!(
+        super::debug::process_state(pid),
+        None | Some('Z') | Some('X')
+    )
 }
 
 /// Refuses containers that CRIU cannot dump or that ckpt cannot restore safely.

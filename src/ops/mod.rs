@@ -30,11 +30,17 @@ pub struct Context {
     pub store_root: PathBuf,
     /// The runtime's state root; runc's default when `None`.
     pub runtime_root: Option<PathBuf>,
+    /// The runtime binary; `CKPT_RUNTIME` or `runc` when `None`.
+    pub runtime_binary: Option<String>,
 }
 
 impl Context {
     pub fn runtime(&self) -> Runtime {
-        Runtime::new(self.runtime_root.as_deref())
+        let mut runtime = Runtime::new(self.runtime_root.as_deref());
+        if let Some(binary) = &self.runtime_binary {
+            runtime.binary = binary.clone();
+        }
+        runtime
     }
 
     /// Opens the store, creating it if needed (for operations that write).

@@ -196,6 +196,27 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// Removes the debug containers a test left, also when it failed part way:
+    /// their tasks and shims would otherwise outlive the test.
+    fn drop(&mut self) {
+        let Ok(output) = Command::new(ckpt_bin())
+            .arg("--store")
+            .arg(&self.store)
+            .args(["ps", "--json"])
+            .output()
+        else {
+            return;
+        };
+        let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        for debug in listed.as_array().into_iter().flatten() {
+            if let Some(name) = debug["name"].as_str() {
+                let _ = self.ckpt(&["rm", name]);
+            }
+        }
+    }
+}
+
 /// A runc container started by a test; deleted when dropped.
 pub struct Container {
     pub id: String,
@@ -325,16 +346,8 @@ pub fn build_bundle(bundle: &Path, script: &str) {
     fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 }
 
-/// Returns the one-letter state (`R`, `S`, `T`...) of a process.
-pub fn process_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
+#[allow(unused_imports)]
+pub use ckpt::ops::debug::process_state;
 
 /// Parses `ckpt restore --json` output.
 pub fn restore_json(stdout: &str) -> serde_json::Value {
