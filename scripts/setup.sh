@@ -40,7 +40,7 @@ RUNTIME_PACKAGES=(
     iptables        # CRIU locks container networks with iptables-restore
     gdb strace      # attach to restored processes
     busybox-static  # the demo's and the tests' container
-    podman zstd     # the benchmark's peers
+    podman zstd jq time  # the benchmark: its peers and its tools
     iproute2 curl ca-certificates xz-utils
 )
 BUILD_PACKAGES=(

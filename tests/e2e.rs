@@ -438,3 +438,50 @@ fn debug_strace_shows_calls_after_resume() {
     assert_eq!(ps[0]["state"], "running");
     env.ckpt_ok(&["rm", ps[0]["name"].as_str().unwrap()]);
 }
+
+#[test]
+fn interrupted_restore_leaves_nothing() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
+    let container = env.start_workload();
+    env.ckpt_ok(&["checkpoint", &container.id]);
+    container.kill();
+
+    let child = Command::new(common::ckpt_bin())
+        .arg("--store")
+        .arg(&env.store)
+        .args(["restore", &container.id, "--paused"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    // Either the signal arrived before the restore began and killed ckpt, or
+    // ckpt finished the restore and then removed what it made.
+    assert!(!output.status.success(), "restore ignored SIGINT: {stderr}");
+    if output.status.code().is_some() {
+        assert!(
+            stderr.starts_with("ckpt: interrupted by SIGINT; removed debug container"),
+            "{stderr}"
+        );
+    } else {
+        eprintln!(
+            "note: SIGINT arrived before the restore began, so the deferred path was not taken"
+        );
+    }
+    assert!(env.ckpt_ok(&["ps"]).starts_with("no debug containers"));
+    let debug_dirs = fs::read_dir(env.store.join("debug"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(debug_dirs, 0, "debug directory left behind");
+}

@@ -68,8 +68,16 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
         ext_unix_sk: args.ext_unix_sk,
         ghost_limit: args.ghost_limit,
     };
+    // A checkpoint cut short would leave CRIU's work half done; finish it first.
+    let deferred = super::signals::Deferred::block();
     let manifest =
         ops::checkpoint(ctx, &args.container, &options, None).map_err(|e| classify(e.into()))?;
+    if let Some(signal) = deferred.take_pending() {
+        eprintln!(
+            "ckpt: interrupted by {signal} after checkpoint {} was stored",
+            manifest.meta.id
+        );
+    }
     print_checkpointed(
         args.container.as_str(),
         manifest.meta.id.as_str(),

@@ -59,7 +59,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> CommandResult {
         checkpoint: args.checkpoint.clone(),
         name: args.name.clone(),
     };
-    let debug = ops::restore_paused(ctx, &request).map_err(|e| classify(e.into()))?;
+    let debug = restore_uninterrupted(ctx, &request)?;
     let mut out = io::stdout().lock();
     if args.json {
         let report = RestoreReport {
@@ -90,6 +90,30 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> CommandResult {
     let _ = writeln!(out, "resume:   ckpt resume {}", debug.name);
     let _ = writeln!(out, "remove:   ckpt rm {}", debug.name);
     Ok(())
+}
+
+/// Restores paused with SIGINT, SIGTERM and SIGHUP deferred. If one arrived
+/// meanwhile, removes the new debug container and reports the interruption.
+fn restore_uninterrupted(
+    ctx: &Context,
+    request: &RestoreRequest,
+) -> Result<DebugContainer, Failure> {
+    let deferred = super::signals::Deferred::block();
+    let restored = ops::restore_paused(ctx, request).map_err(|e| classify(e.into()))?;
+    if let Some(signal) = deferred.take_pending() {
+        let removed = match ops::remove_debug(&ctx.store_root, &restored.name) {
+            Ok(()) => format!("removed debug container {}", restored.name),
+            Err(e) => format!(
+                "failed to remove debug container {}: {}",
+                restored.name,
+                crate::error::chain(&e)
+            ),
+        };
+        return Err(Failure::failed(anyhow!(
+            "interrupted by {signal}; {removed}"
+        )));
+    }
+    Ok(restored)
 }
 
 /// List debug containers.
@@ -333,7 +357,7 @@ pub fn debug(ctx: &Context, args: DebugArgs) -> CommandResult {
         checkpoint: args.checkpoint.clone(),
         name: args.name.clone(),
     };
-    let restored = ops::restore_paused(ctx, &request).map_err(|e| classify(e.into()))?;
+    let restored = restore_uninterrupted(ctx, &request)?;
     let pid = restored.pid;
     let line = debugger.command_line(&args, pid);
     eprintln!(
@@ -351,7 +375,13 @@ pub fn debug(ctx: &Context, args: DebugArgs) -> CommandResult {
     }
 
     // Run the debugger, then remove the debug container unless asked to keep it.
-    let outcome = run_debugger(&line, &debugger, &restored, args.duration);
+    // Ctrl-C belongs to the debugger, and a hang-up or SIGTERM waits until
+    // the debugger has exited, so that ckpt always gets to clean up.
+    let outcome = {
+        let _deferred = super::signals::Deferred::block();
+        let _ignore_interrupt = super::signals::IgnoreInterrupt::new();
+        run_debugger(&line, &debugger, &restored, args.duration)
+    };
     if args.keep {
         eprintln!(
             "ckpt: kept debug container {}; resume it with `ckpt resume {0}` or remove it with `ckpt rm {0}`",
@@ -380,8 +410,10 @@ fn run_debugger(
     restored: &DebugContainer,
     duration: Option<std::time::Duration>,
 ) -> Result<std::process::ExitStatus, Failure> {
-    let mut child = std::process::Command::new(&line[0])
-        .args(&line[1..])
+    let mut command = std::process::Command::new(&line[0]);
+    command.args(&line[1..]);
+    super::signals::restore_default_in_child(&mut command);
+    let mut child = command
         .spawn()
         .with_context(|| format!("failed to start {}; is it installed?", line[0]))
         .map_err(Failure::failed)?;

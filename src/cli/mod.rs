@@ -11,6 +11,7 @@ mod docs;
 mod images;
 pub mod output;
 mod policy;
+mod signals;
 mod store;
 
 use std::path::PathBuf;

@@ -97,13 +97,24 @@ impl Swrk {
             .stdout(stdout)
             .stderr(stderr);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // dup2, which is async-signal-safe. dup2 clears FD_CLOEXEC on the copy, so
-        // CRIU inherits exactly this one end of the socketpair as descriptor 3.
+        // dup2, setsid and sigprocmask, which are async-signal-safe. dup2 clears
+        // FD_CLOEXEC on the copy, so CRIU inherits exactly this one end of the
+        // socketpair as descriptor 3.
+        //
+        // CRIU runs in a session of its own with no signals blocked: a Ctrl-C at
+        // the terminal must not kill it while its code is injected into the
+        // container's tasks, and a caller that blocks signals must not pass that on.
         unsafe {
             command.pre_exec(move || {
                 if libc::dup2(theirs_raw, 3) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 Ok(())
             });
         }

@@ -74,6 +74,13 @@ pub struct ExitRecord {
 
 /// Runs the shim for the debug container in `dir`. Only returns on failure to start.
 pub fn run(dir: &Path) -> io::Result<()> {
+    // `ckpt restore` blocks SIGINT, SIGTERM and SIGHUP while it waits for us;
+    // the shim must still be killable by `ckpt rm` and the operator.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     let request: ShimRequest = serde_json::from_slice(&fs::read(dir.join(REQUEST_FILE))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
 
