@@ -5,18 +5,15 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Creates `path` and its missing parents with mode 0700, and tightens `path`
-/// itself to 0700 if it already existed with a wider mode.
+/// Creates `path` and its missing parents with mode 0700.
+///
+/// An existing directory keeps its mode: it may be shared, such as `/var/tmp`
+/// holding a socket, and ckpt never loosens or tightens what it did not create.
 pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
-    let metadata = fs::metadata(path)?;
-    if metadata.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
 /// Opens a new file for writing with mode 0600, failing if it exists.
@@ -62,6 +59,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn private_dir_and_file_modes() {
@@ -89,15 +87,17 @@ mod tests {
     }
 
     #[test]
-    fn private_dir_tightens_existing_mode() {
+    fn private_dir_leaves_existing_mode() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("open");
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        create_private_dir_all(&dir).unwrap();
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        create_private_dir_all(&shared).unwrap();
+        assert_eq!(fs::metadata(&shared).unwrap().permissions().mode() & 0o7777, 0o1777);
+
+        let nested = shared.join("a/b");
+        create_private_dir_all(&nested).unwrap();
+        assert_eq!(fs::metadata(&nested).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(shared.join("a")).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }

@@ -171,11 +171,4 @@ pub(crate) fn create_private(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Creates `dir` and its missing parents with mode 0700.
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
+pub(crate) use crate::fsutil::create_private_dir_all as create_private_dir;
