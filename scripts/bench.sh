@@ -356,9 +356,16 @@ measure_restore() {
 	[[ $(process_state "$pid") == T ]] || log "ckpt restore: process $pid is not stopped"
 
 	request=$STORE/debug/$debug/shim-request.json
-	local images=$TMPFS/restore-images dir=$WORK/raw-restore-$size-$run
-	rm -rf "$images"
-	cp -a "$(jq -r .images "$request")" "$images"
+	local images=$TMPFS/restore-images dir=$WORK/raw-restore-$size-$run checkpoint
+	# ckpt deletes a debug container's images once CRIU has restored from them,
+	# so take the same images from an export of the checkpoint.
+	checkpoint=$(jq -r .checkpoint <<<"$output")
+	rm -rf "$images" "$TMPFS/restore-export"
+	mkdir -p "$TMPFS/restore-export"
+	"$CKPT" "${CKPT_ARGS[@]}" export "$checkpoint" -o "$TMPFS/restore-export/export.tar.zst" >/dev/null
+	tar --zstd -xf "$TMPFS/restore-export/export.tar.zst" -C "$TMPFS/restore-export" checkpoint
+	mv "$TMPFS/restore-export/checkpoint" "$images"
+	rm -rf "$TMPFS/restore-export"
 	mkdir -p "$dir"/{upper,work,root,criu}
 	local lower
 	lower=$(jq -r .lower "$request")

@@ -134,10 +134,18 @@ pub fn checkpoint(
     })?;
     let created = Utc::now();
     let id = CheckpointId::generate(created);
-    let staging = store.stage(&id).map_err(|source| CheckpointError::Store {
+    // CRIU writes the images into memory when they fit, so that disk writeback
+    // does not lengthen the freeze; the store then compresses them to disk.
+    let estimate = super::scratch::resident_bytes(&crate::runtime::descendants(target.pid));
+    let staging = match super::scratch::memory_dir_for(estimate) {
+        Some(dir) => store.stage_in(&id, &dir),
+        None => store.stage(&id),
+    }
+    .map_err(|source| CheckpointError::Store {
         container: container.clone(),
         source: Box::new(source),
     })?;
+    tracing::debug!(path = %staging.dir().display(), bytes = estimate, "staging directory");
     let images = staging.dir().join(IMAGES_DIR);
     let work = ctx
         .store_root

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod checkpoint;
 pub mod debug;
 pub mod restore;
+pub mod scratch;
 pub mod shim;
 
 use std::path::PathBuf;

@@ -160,7 +160,13 @@ pub fn restore_paused(
         cgroups: Vec::new(),
         shim: None,
     };
-    let images = dir.join("images");
+    // The images are needed only while CRIU restores from them: in memory when
+    // they fit, and deleted as soon as the restore is over either way.
+    let images = match super::scratch::memory_dir_for(manifest.logical_bytes) {
+        Some(scratch) => scratch.join(format!("{name}.images")),
+        None => dir.join("images"),
+    };
+    let _images_guard = RemoveOnDrop(images.clone());
     let criu_work = dir.join("criu");
     let (upper, overlay_work, root) = (dir.join("upper"), dir.join("work"), dir.join("root"));
     for path in [&dir, &images, &criu_work, &upper, &overlay_work, &root] {
@@ -414,6 +420,19 @@ fn keep_restore_log(ctx: &Context, name: &str, criu_work: &Path) -> Option<PathB
     let kept = logs.join(format!("restore-{name}.log"));
     fs::rename(criu_work.join("restore.log"), &kept).ok()?;
     Some(kept)
+}
+
+/// Removes a directory tree when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = fs::remove_dir_all(&self.0)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), %error, "failed to remove restored images");
+        }
+    }
 }
 
 /// Undoes a partial restore when dropped, unless disarmed.

@@ -470,6 +470,19 @@ impl Store {
             if is_locked(&lock_path)? {
                 continue;
             }
+            // A staging directory outside the store is named in its lock file.
+            if let Some(external) = external_staging_dir(&path, name) {
+                if repair {
+                    match fs::remove_dir_all(&external) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(StoreError::io("remove stale staging entry", &external, e));
+                        }
+                    }
+                }
+                stale.push(external);
+            }
             if repair {
                 let removed = if path.is_dir() {
                     fs::remove_dir_all(&path)
@@ -495,6 +508,17 @@ impl Store {
         paths.sort();
         Ok(paths)
     }
+}
+
+/// Returns the staging directory outside the store that the lock file `path`
+/// (named `name`) records. The recorded directory must be absolute and carry
+/// the lock's own name, so a damaged lock file cannot point fsck at anything else.
+fn external_staging_dir(path: &Path, name: &str) -> Option<PathBuf> {
+    let stem = name.strip_suffix(".lock")?;
+    let recorded = PathBuf::from(fs::read_to_string(path).ok()?);
+    let is_outside = recorded.parent() != path.parent();
+    let matches = recorded.is_absolute() && recorded.file_name()?.to_str()? == stem;
+    (is_outside && matches && recorded.is_dir()).then_some(recorded)
 }
 
 /// Returns true when another process holds the lock file at `path`. A missing file is not locked.

@@ -223,16 +223,30 @@ impl Store {
 
     /// Creates a fresh 0700 staging directory for checkpoint `id`, on the store's file system.
     pub fn stage(&self, id: &CheckpointId) -> Result<Staging, StoreError> {
+        self.stage_in(id, &self.root.join(STAGING))
+    }
+
+    /// Creates a fresh 0700 staging directory for checkpoint `id` under `parent`,
+    /// which may be on another file system, such as a private tmpfs directory.
+    ///
+    /// The staging lock stays in the store and records the directory's path, so
+    /// that fsck finds and removes the directory if its writer dies.
+    pub fn stage_in(&self, id: &CheckpointId, parent: &Path) -> Result<Staging, StoreError> {
         // fsck removes unlocked staging entries under the exclusive lock, so hold the
         // shared lock until this staging directory's own lock is taken.
         let _store_lock = self.lock(LockMode::Shared)?;
         let nonce = rand::random::<u32>() & 0x00ff_ffff;
-        let base = self.root.join(STAGING).join(format!("{id}.{nonce:06x}"));
-        let lock_path = base.with_extension(format!("{nonce:06x}.lock"));
-        let lock = create_private(&lock_path)
+        let name = format!("{id}.{nonce:06x}");
+        let base = parent.join(&name);
+        let lock_path = self.root.join(STAGING).join(format!("{name}.lock"));
+        let mut lock = create_private(&lock_path)
             .map_err(|e| self.write_error("a staging lock", "create", &lock_path, e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(|e| StoreError::io("lock", &lock_path, e.into()))?;
+        if let Err(e) = io::Write::write_all(&mut lock, base.as_os_str().as_encoded_bytes()) {
+            let _ = fs::remove_file(&lock_path);
+            return Err(self.write_error("a staging lock", "write", &lock_path, e));
+        }
         if let Err(e) = create_private_dir(&base) {
             let _ = fs::remove_file(&lock_path);
             return Err(self.write_error("a staging directory", "create", &base, e));

@@ -104,6 +104,61 @@ fn commit_removes_staging_directory() {
 }
 
 #[test]
+fn staging_outside_store_commits_and_cleans_up() {
+    let temp = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let store = Store::open(temp.path()).unwrap();
+    let meta = meta("web", "2026-01-01T00:00:00Z");
+    let staging = store.stage_in(&meta.id, outside.path()).unwrap();
+    let dir = staging.dir().to_path_buf();
+    assert!(dir.starts_with(outside.path()));
+    assert_eq!(mode_of(&dir), 0o700);
+    write_images(&dir, b"pages");
+    let manifest = store.commit(staging, meta).unwrap();
+    assert!(!dir.exists());
+    assert_eq!(
+        fs::read_dir(temp.path().join("staging")).unwrap().count(),
+        0
+    );
+    store.verify(Some(&manifest.meta.id)).unwrap();
+}
+
+#[test]
+fn fsck_removes_stale_staging_outside_store() {
+    let temp = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let store = Store::open(temp.path()).unwrap();
+
+    // What a writer killed with SIGKILL leaves: an unlocked lock naming its directory.
+    let name = format!("{}.abcdef", CheckpointId::generate(Utc::now()));
+    let stale = outside.path().join(&name);
+    fs::create_dir(&stale).unwrap();
+    fs::write(stale.join("pages-1.img"), b"secret").unwrap();
+    let lock = temp.path().join("staging").join(format!("{name}.lock"));
+    fs::write(&lock, stale.as_os_str().as_encoded_bytes()).unwrap();
+
+    // A lock that names a directory of another name is not trusted.
+    let unrelated = outside.path().join("unrelated");
+    fs::create_dir(&unrelated).unwrap();
+    let other = temp
+        .path()
+        .join("staging")
+        .join("20260101T000000Z-000000.123456.lock");
+    fs::write(&other, unrelated.as_os_str().as_encoded_bytes()).unwrap();
+
+    let report = store.fsck(true).unwrap();
+    assert!(
+        report.stale_staging.contains(&stale),
+        "{:?}",
+        report.stale_staging
+    );
+    assert!(!stale.exists());
+    assert!(!lock.exists());
+    assert!(unrelated.exists());
+    assert!(!other.exists());
+}
+
+#[test]
 fn dropped_staging_is_removed() {
     let temp = tempfile::tempdir().unwrap();
     let store = Store::open(temp.path()).unwrap();
