@@ -36,6 +36,9 @@ pub struct CheckpointArgs {
     /// Allow connections to Unix sockets outside the container.
     #[arg(long)]
     pub ext_unix_sk: bool,
+    /// zstd level (1 to 19) for the data this checkpoint adds to the store [default: 3].
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: Option<i32>,
     /// Largest deleted-but-open file to copy into the checkpoint (e.g. 16MiB) [CRIU's default: 1MiB].
     #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub ghost_limit: Option<u64>,
@@ -48,7 +51,8 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
         || args.file_locks
         || args.skip_in_flight
         || args.ext_unix_sk
-        || args.ghost_limit.is_some();
+        || args.ghost_limit.is_some()
+        || args.compression_level.is_some();
     if let Some(reply) =
         super::daemon::checkpoint_through_daemon(socket, &args.container, flags_given)?
     {
@@ -70,8 +74,12 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
     };
     // A checkpoint cut short would leave CRIU's work half done; finish it first.
     let deferred = super::signals::Deferred::block();
+    let ctx = Context {
+        compression_level: args.compression_level,
+        ..ctx.clone()
+    };
     let manifest =
-        ops::checkpoint(ctx, &args.container, &options, None).map_err(|e| classify(e.into()))?;
+        ops::checkpoint(&ctx, &args.container, &options, None).map_err(|e| classify(e.into()))?;
     if let Some(signal) = deferred.take_pending() {
         eprintln!(
             "ckpt: interrupted by {signal} after checkpoint {} was stored",

@@ -113,6 +113,7 @@ pub fn main() -> ExitCode {
         store_root: cli.store.clone(),
         runtime_root: cli.runtime_root.clone(),
         runtime_binary: None,
+        compression_level: None,
     };
     let result = match cli.command {
         Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, &cli.socket, args),

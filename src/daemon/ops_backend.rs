@@ -37,6 +37,7 @@ impl OpsBackend {
             store_root: self.store_root.clone(),
             runtime_root: policy.and_then(|policy| self.runtime_root(policy)),
             runtime_binary: policy.map(|policy| policy.runtime.clone()),
+            compression_level: policy.map(|policy| policy.checkpoint.compression_level),
         }
     }
 

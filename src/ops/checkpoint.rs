@@ -137,7 +137,7 @@ pub fn checkpoint(
     // CRIU writes the images into memory when they fit, so that disk writeback
     // does not lengthen the freeze; the store then compresses them to disk.
     let estimate = super::scratch::resident_bytes(&crate::runtime::descendants(target.pid));
-    let staging = match super::scratch::memory_dir_for(estimate) {
+    let mut staging = match super::scratch::memory_dir_for(estimate) {
         Some(dir) => store.stage_in(&id, &dir),
         None => store.stage(&id),
     }
@@ -146,6 +146,9 @@ pub fn checkpoint(
         source: Box::new(source),
     })?;
     tracing::debug!(path = %staging.dir().display(), bytes = estimate, "staging directory");
+    if let Some(level) = ctx.compression_level {
+        staging.set_compression_level(level);
+    }
     let images = staging.dir().join(IMAGES_DIR);
     let work = ctx
         .store_root

@@ -33,6 +33,8 @@ pub struct Context {
     pub runtime_root: Option<PathBuf>,
     /// The runtime binary; `CKPT_RUNTIME` or `runc` when `None`.
     pub runtime_binary: Option<String>,
+    /// zstd level (1 to 19) for new chunks; the store's default, 3, when `None`.
+    pub compression_level: Option<i32>,
 }
 
 impl Context {

@@ -23,8 +23,8 @@ pub const PAGE_CHUNK_BYTES: usize = 8 << 10;
 pub const CDC_MIN_BYTES: usize = 16 << 10;
 pub const CDC_AVG_BYTES: usize = 64 << 10;
 pub const CDC_MAX_BYTES: usize = 256 << 10;
-/// zstd level for chunks: level 3 is zstd's default balance of speed and ratio.
-const ZSTD_LEVEL: i32 = 3;
+/// Default zstd level for chunks: level 3 is zstd's default balance of speed and ratio.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 /// A regular file found in a staging directory.
 pub struct StagedFile {
@@ -69,6 +69,7 @@ pub fn ingest(
     backend: &dyn Backend,
     known: &ChunkIndex,
     files: &[StagedFile],
+    level: i32,
 ) -> Result<IngestOutput, StoreError> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
@@ -82,7 +83,7 @@ pub fn ingest(
         for _ in 0..workers {
             let done_tx = done_tx.clone();
             let job_rx = Arc::clone(&job_rx);
-            scope.spawn(move || encode_chunks(&job_rx, done_tx, known));
+            scope.spawn(move || encode_chunks(&job_rx, done_tx, known, level));
         }
         drop(done_tx);
         drop(job_rx);
@@ -191,8 +192,9 @@ fn encode_chunks(
     jobs: &Mutex<mpsc::Receiver<Job>>,
     done: mpsc::SyncSender<Done>,
     known: &ChunkIndex,
+    level: i32,
 ) {
-    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    let mut compressor = zstd::bulk::Compressor::new(level).ok();
     loop {
         let job = {
             let receiver = jobs.lock().unwrap_or_else(|e| e.into_inner());

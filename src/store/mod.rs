@@ -91,6 +91,8 @@ pub struct Store {
 pub struct Staging {
     id: CheckpointId,
     dir: PathBuf,
+    /// zstd level for the chunks this checkpoint adds.
+    compression_level: i32,
     lock_path: PathBuf,
     /// Held for the staging directory's lifetime; fsck removes only unlocked ones.
     _lock: File,
@@ -103,6 +105,11 @@ impl Staging {
 
     pub fn id(&self) -> &CheckpointId {
         &self.id
+    }
+
+    /// Sets the zstd level (1 to 19) for the chunks this checkpoint adds; 3 by default.
+    pub fn set_compression_level(&mut self, level: i32) {
+        self.compression_level = level.clamp(1, 19);
     }
 }
 
@@ -254,6 +261,7 @@ impl Store {
         Ok(Staging {
             id: id.clone(),
             dir: base,
+            compression_level: ingest::DEFAULT_ZSTD_LEVEL,
             lock_path,
             _lock: lock,
         })
@@ -288,6 +296,7 @@ impl Store {
             self.backend.as_ref(),
             &known,
             &files,
+            staging.compression_level,
         )?;
         let manifest = Manifest {
             logical_bytes: output.files.iter().map(|f| f.size).sum(),

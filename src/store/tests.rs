@@ -159,6 +159,38 @@ fn fsck_removes_stale_staging_outside_store() {
 }
 
 #[test]
+fn compression_level_reaches_zstd() {
+    // Text with some variety, which zstd's higher levels compress better.
+    let mut text = Vec::new();
+    for i in 0..40_000u32 {
+        text.extend_from_slice(
+            format!(
+                "request {} from 10.0.{}.{} took {} ms\n",
+                i * 7919 % 10007,
+                i % 13,
+                i % 251,
+                i % 97
+            )
+            .as_bytes(),
+        );
+    }
+    let added = |level: i32| {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store::open(temp.path()).unwrap();
+        let meta = meta("web", "2026-01-01T00:00:00Z");
+        let mut staging = store.stage(&meta.id).unwrap();
+        staging.set_compression_level(level);
+        write_images(staging.dir(), &text);
+        store.commit(staging, meta).unwrap().added_bytes
+    };
+    let (fast, small) = (added(1), added(19));
+    assert!(
+        small < fast,
+        "level 19 added {small} bytes, level 1 added {fast}"
+    );
+}
+
+#[test]
 fn dropped_staging_is_removed() {
     let temp = tempfile::tempdir().unwrap();
     let store = Store::open(temp.path()).unwrap();
