@@ -652,3 +652,33 @@ fn control_api_rejects_non_root_peer() {
     // Root still gets an answer.
     assert!(daemon.status_json(&env)["containers"].as_array().is_some());
 }
+
+#[test]
+fn timed_out_probe_is_killed() {
+    // A probe that outlives its timeout: each run must be killed, not left in the container.
+    let extra = "on_failure:\n  health: false\nhealth:\n  command: [sleep, '30']\n  interval: 500ms\n  timeout: 300ms\n";
+    let Some(Setup {
+        env: _env,
+        container,
+        daemon,
+    }) = start_supervised(extra, 1)
+    else {
+        return;
+    };
+    let timed_out = wait_until(Duration::from_secs(10), || {
+        daemon.log().matches("health probe").count() >= 2 || daemon.log().contains("timed out")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let ps = container.runc(&["ps", &container.id]);
+    let listing = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        ps.status.success(),
+        "runc ps failed: {}",
+        String::from_utf8_lossy(&ps.stderr)
+    );
+    let lingering = listing.lines().filter(|l| l.contains("sleep 30")).count();
+    assert!(
+        lingering <= 1,
+        "{lingering} timed-out probes still run (timed out seen: {timed_out}):\n{listing}"
+    );
+}

@@ -166,10 +166,16 @@ impl Backend for OpsBackend {
 
     fn probe_health(&self, policy: &Policy, probe: &HealthProbe) -> anyhow::Result<bool> {
         let runtime = self.runtime(policy);
+        // runc writes the probe process's host PID here, so that a timeout can kill it.
+        let scratch =
+            tempfile::tempdir().context("failed to create a directory for the probe's PID file")?;
+        let pid_file = scratch.path().join("probe.pid");
         let mut child = Command::new(&runtime.binary)
             .arg("--root")
             .arg(&runtime.root)
             .arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file)
             .arg(policy.container.as_str())
             .args(&probe.command)
             .stdin(Stdio::null())
@@ -189,8 +195,16 @@ impl Backend for OpsBackend {
             }
             if Instant::now() >= deadline {
                 // The probe timed out: that counts as a failed probe, not an error.
-                // NOTE: killing `runc exec` does not kill the command inside the container,
-                // which may keep running until it ends by itself.
+                // Killing `runc exec` alone would leave the command running in the container.
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 tracing::debug!(container = %policy.container, timeout_ms = probe.timeout.0.as_millis() as u64, "health probe timed out");
