@@ -11,6 +11,7 @@ mod docs;
 mod images;
 pub mod output;
 mod policy;
+mod progress;
 mod signals;
 mod store;
 
@@ -114,6 +115,11 @@ pub fn main() -> ExitCode {
         runtime_root: cli.runtime_root.clone(),
         runtime_binary: None,
         compression_level: None,
+        // The daemon and the shim have no one watching their stderr.
+        progress: match cli.command {
+            Command::Daemon(_) | Command::Shim { .. } => None,
+            _ => progress::for_terminal(),
+        },
     };
     let result = match cli.command {
         Command::Checkpoint(args) => checkpoints::checkpoint(&ctx, &cli.socket, args),

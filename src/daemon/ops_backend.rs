@@ -38,6 +38,7 @@ impl OpsBackend {
             runtime_root: policy.and_then(|policy| self.runtime_root(policy)),
             runtime_binary: policy.map(|policy| policy.runtime.clone()),
             compression_level: policy.map(|policy| policy.checkpoint.compression_level),
+            progress: None,
         }
     }
 

@@ -166,7 +166,10 @@ pub fn checkpoint(
 
     // Dump. A container that died meanwhile makes CRIU fail with a confusing
     // message about the task it lost, so say what happened instead.
-    let outcome = match dump(&criu, &target, options, &external_mounts, &images, &work) {
+    ctx.start_step("dumping with CRIU (the container is frozen)");
+    let dumped = dump(&criu, &target, options, &external_mounts, &images, &work);
+    ctx.finish_step();
+    let outcome = match dumped {
         Ok(outcome) => outcome,
         Err(error @ CheckpointError::Criu { .. }) if !process_alive(target.pid) => {
             tracing::debug!(error = %crate::error::chain(&error), "criu failed after the container exited");

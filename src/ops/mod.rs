@@ -35,6 +35,8 @@ pub struct Context {
     pub runtime_binary: Option<String>,
     /// zstd level (1 to 19) for new chunks; the store's default, 3, when `None`.
     pub compression_level: Option<i32>,
+    /// Receives progress reports of long steps; none when `None`.
+    pub progress: Option<crate::store::progress::ProgressHandle>,
 }
 
 impl Context {
@@ -48,11 +50,33 @@ impl Context {
 
     /// Opens the store, creating it if needed (for operations that write).
     pub fn open_store(&self) -> Result<Store, StoreError> {
-        Store::open(&self.store_root)
+        let mut store = Store::open(&self.store_root)?;
+        if let Some(progress) = &self.progress {
+            store.set_progress(progress.clone());
+        }
+        Ok(store)
     }
 
     /// Opens an existing store (for operations that only read checkpoints).
     pub fn open_existing_store(&self) -> Result<Store, StoreError> {
-        Store::open_existing(&self.store_root)
+        let mut store = Store::open_existing(&self.store_root)?;
+        if let Some(progress) = &self.progress {
+            store.set_progress(progress.clone());
+        }
+        Ok(store)
+    }
+
+    /// Reports the start of a step without a byte count, such as CRIU's dump.
+    pub(crate) fn start_step(&self, step: &str) {
+        if let Some(progress) = &self.progress {
+            progress.start(step, 0);
+        }
+    }
+
+    /// Reports the end of the step started last.
+    pub(crate) fn finish_step(&self) {
+        if let Some(progress) = &self.progress {
+            progress.finish();
+        }
     }
 }

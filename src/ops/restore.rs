@@ -215,7 +215,10 @@ pub fn restore_paused(
             path: request_path.clone(),
             source,
         })?;
-    let shim_pid = spawn_shim(&dir)?;
+    ctx.start_step("restoring with CRIU");
+    let shim_pid = spawn_shim(&dir);
+    ctx.finish_step();
+    let shim_pid = shim_pid?;
     cleanup.shim = Some(shim_pid);
 
     let result_path = dir.join(RESULT_FILE);

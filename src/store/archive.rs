@@ -91,10 +91,13 @@ impl Store {
         let mut builder = tar::Builder::new(encoder);
         let mtime = manifest.meta.created.timestamp().max(0) as u64;
 
-        for file in &manifest.files {
+        self.progress.start("exporting", manifest.logical_bytes);
+        let appended: Result<(), StoreError> = manifest.files.iter().try_for_each(|file| {
             let reader = ChunkReader::new(self, &index, &manifest, file);
-            append_file(&mut builder, &file.path, file.size, mtime, reader).map_err(write_error)?;
-        }
+            append_file(&mut builder, &file.path, file.size, mtime, reader).map_err(write_error)
+        });
+        self.progress.finish();
+        appended?;
         if !manifest.files.iter().any(|f| f.path == CONFIG_DUMP) {
             let config = ConfigDump {
                 id: manifest.meta.id.to_string(),
@@ -149,6 +152,9 @@ impl Store {
         limits: &ImportLimits,
     ) -> Result<Manifest, StoreError> {
         let started = Instant::now();
+        // Import's own steps are quick next to the commit, which reports bytes.
+        self.progress.start("reading archive", 0);
+        self.progress.finish();
         let mut file =
             File::open(archive).map_err(|e| StoreError::io("open archive", archive, e))?;
         let mut magic = [0u8; 4];
@@ -296,6 +302,7 @@ impl Read for ChunkReader<'_> {
                     })
                 })?;
             self.hasher.update(&data);
+            self.store.progress.advance(data.len() as u64);
             self.buffer = data;
             self.position = 0;
             self.next_chunk += 1;

@@ -70,6 +70,7 @@ pub fn ingest(
     known: &ChunkIndex,
     files: &[StagedFile],
     level: i32,
+    progress: &dyn super::progress::Progress,
 ) -> Result<IngestOutput, StoreError> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
@@ -92,7 +93,7 @@ pub fn ingest(
         let writer = scope
             .spawn(move || write_chunks(root, tmp_dir, backend, done_rx, files.len(), aborted));
 
-        let read_result = read_files(files, job_tx);
+        let read_result = read_files(files, job_tx, progress);
         if read_result.is_err() {
             aborted.store(true, Ordering::SeqCst);
         }
@@ -131,6 +132,7 @@ pub fn ingest(
 fn read_files(
     files: &[StagedFile],
     jobs: mpsc::SyncSender<Job>,
+    progress: &dyn super::progress::Progress,
 ) -> Result<Vec<(u64, ChunkHash)>, StoreError> {
     let mut sums = Vec::with_capacity(files.len());
     for (file_index, file) in files.iter().enumerate() {
@@ -141,6 +143,7 @@ fn read_files(
         let mut send = |index: usize, data: Vec<u8>| -> Result<(), StoreError> {
             hasher.update(&data);
             size += data.len() as u64;
+            progress.advance(data.len() as u64);
             jobs.send(Job {
                 file: file_index,
                 index,

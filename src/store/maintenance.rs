@@ -116,6 +116,7 @@ impl Store {
         };
         let index = self.load_index()?;
         let mut report = VerifyReport::default();
+        self.progress.start("verifying", 0);
         for id in ids {
             let started = Instant::now();
             let outcome = self.load_manifest(&id).and_then(|manifest| {
@@ -153,6 +154,7 @@ impl Store {
             tracing::debug!(checkpoint = %id, duration_ms = started.elapsed().as_millis() as u64, "checkpoint verified");
             report.checkpoints.push(check);
         }
+        self.progress.finish();
         Ok(report)
     }
 
@@ -160,6 +162,13 @@ impl Store {
     /// unreferenced. Waits for in-flight commits, which hold the store lock shared.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
         let started = Instant::now();
+        self.progress.start("collecting garbage", 0);
+        let result = self.collect_garbage(started);
+        self.progress.finish();
+        result
+    }
+
+    fn collect_garbage(&self, started: Instant) -> Result<GcReport, StoreError> {
         let _lock = self.lock(LockMode::Exclusive)?;
         let references = self.collect_references()?;
         if let Some((path, reason)) = references.corrupt.first() {

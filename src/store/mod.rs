@@ -52,6 +52,7 @@ mod format;
 mod ingest;
 mod maintenance;
 mod pack;
+pub mod progress;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -83,6 +84,7 @@ const MANIFEST_SUFFIX: &str = ".manifest";
 pub struct Store {
     root: PathBuf,
     backend: Box<dyn Backend>,
+    progress: progress::ProgressHandle,
 }
 
 /// A fresh image directory inside the store, where CRIU writes a checkpoint's images.
@@ -221,7 +223,13 @@ impl Store {
         Store {
             root: root.to_path_buf(),
             backend: Box::new(LocalDir::new(root, &root.join(TMP))),
+            progress: progress::ProgressHandle::silent(),
         }
+    }
+
+    /// Sends progress reports of later operations to `progress`.
+    pub fn set_progress(&mut self, progress: progress::ProgressHandle) {
+        self.progress = progress;
     }
 
     pub fn root(&self) -> &Path {
@@ -290,6 +298,12 @@ impl Store {
         }
         let known = self.load_index()?;
 
+        let total: u64 = files
+            .iter()
+            .filter_map(|f| fs::metadata(&f.absolute).ok())
+            .map(|m| m.len())
+            .sum();
+        self.progress.start("storing", total);
         let output = ingest::ingest(
             &self.root,
             &self.root.join(TMP),
@@ -297,7 +311,10 @@ impl Store {
             &known,
             &files,
             staging.compression_level,
-        )?;
+            &*self.progress,
+        );
+        self.progress.finish();
+        let output = output?;
         let manifest = Manifest {
             logical_bytes: output.files.iter().map(|f| f.size).sum(),
             chunk_count: output.files.iter().map(|f| f.chunks.len() as u64).sum(),
@@ -392,6 +409,7 @@ impl Store {
         create_private_dir(dest).map_err(|e| StoreError::io("create directory", dest, e))?;
 
         let mut written = Vec::new();
+        self.progress.start("unpacking", manifest.logical_bytes);
         let result: Result<(), StoreError> = (|| {
             for file in &manifest.files {
                 let path = dest.join(&file.path);
@@ -407,6 +425,7 @@ impl Store {
             }
             Ok(())
         })();
+        self.progress.finish();
         if result.is_err() {
             for path in written {
                 let _ = fs::remove_file(path);
@@ -469,6 +488,7 @@ impl Store {
             hasher.update(&data);
             out.write_all(&data)
                 .map_err(|e| StoreError::io("write restored file", &file.path, e))?;
+            self.progress.advance(data.len() as u64);
         }
         let actual = ChunkHash(*hasher.finalize().as_bytes());
         if actual != file.blake3 {

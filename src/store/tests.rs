@@ -191,6 +191,33 @@ fn compression_level_reaches_zstd() {
 }
 
 #[test]
+fn progress_reports_every_byte() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(temp.path()).unwrap();
+    let recorder = std::sync::Arc::new(super::progress::tests::Recorder::default());
+    store.set_progress(super::progress::ProgressHandle(recorder.clone()));
+
+    let meta = meta("web", "2026-01-01T00:00:00Z");
+    let pages = random_bytes(300 << 10);
+    let manifest = commit_images(&store, meta, &pages);
+    assert_eq!(*recorder.advanced.lock().unwrap(), manifest.logical_bytes);
+    assert_eq!(
+        recorder.phases.lock().unwrap()[0],
+        ("storing".to_string(), manifest.logical_bytes)
+    );
+
+    *recorder.advanced.lock().unwrap() = 0;
+    let out = tempfile::tempdir().unwrap();
+    store.materialize(&manifest.meta.id, out.path()).unwrap();
+    assert_eq!(*recorder.advanced.lock().unwrap(), manifest.logical_bytes);
+    assert_eq!(
+        recorder.phases.lock().unwrap()[1],
+        ("unpacking".to_string(), manifest.logical_bytes)
+    );
+    assert_eq!(*recorder.finished.lock().unwrap(), 2);
+}
+
+#[test]
 fn dropped_staging_is_removed() {
     let temp = tempfile::tempdir().unwrap();
     let store = Store::open(temp.path()).unwrap();
