@@ -459,6 +459,10 @@ impl Store {
     }
 
     /// Streams one file of `manifest` into `out`, checking each chunk and the whole file.
+    ///
+    /// Worker threads read, decompress and check chunks; worker `k` takes chunks
+    /// `k`, `k + N`, `k + 2N`... and sends them on its own bounded channel, so this
+    /// thread receives them in order and memory stays bounded.
     fn read_file(
         &self,
         index: &ChunkIndex,
@@ -466,8 +470,12 @@ impl Store {
         file: &FileEntry,
         out: &mut dyn Write,
     ) -> Result<(), StoreError> {
-        let mut hasher = blake3::Hasher::new();
-        for (position, chunk) in file.chunks.iter().enumerate() {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(file.chunks.len().max(1));
+        let read_chunk = |position: usize| -> Result<Vec<u8>, StoreError> {
+            let chunk = &file.chunks[position];
             let corrupt = |reason: String| StoreError::CorruptChunk {
                 checkpoint: manifest.meta.id.clone(),
                 file: file.path.clone(),
@@ -485,11 +493,43 @@ impl Store {
                     chunk.size
                 )));
             }
-            hasher.update(&data);
-            out.write_all(&data)
-                .map_err(|e| StoreError::io("write restored file", &file.path, e))?;
-            self.progress.advance(data.len() as u64);
-        }
+            Ok(data)
+        };
+
+        let mut hasher = blake3::Hasher::new();
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let mut receivers = Vec::with_capacity(workers);
+            for worker in 0..workers {
+                let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+                receivers.push(receiver);
+                let read_chunk = &read_chunk;
+                scope.spawn(move || {
+                    for position in (worker..file.chunks.len()).step_by(workers) {
+                        let result = read_chunk(position);
+                        let failed = result.is_err();
+                        // A closed channel means the reader stopped early.
+                        if sender.send(result).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            for position in 0..file.chunks.len() {
+                let data = receivers[position % workers].recv().map_err(|_| {
+                    StoreError::io(
+                        "read chunk of",
+                        Path::new(&file.path),
+                        io::Error::other("chunk reader stopped"),
+                    )
+                })??;
+                hasher.update(&data);
+                out.write_all(&data)
+                    .map_err(|e| StoreError::io("write restored file", &file.path, e))?;
+                self.progress.advance(data.len() as u64);
+            }
+            Ok(())
+        })?;
+
         let actual = ChunkHash(*hasher.finalize().as_bytes());
         if actual != file.blake3 {
             return Err(StoreError::CorruptFile {

@@ -252,6 +252,29 @@ pub fn read_record(
     Ok(VerifiedRecord { data, stored })
 }
 
+thread_local! {
+    /// One zstd decompression context per thread: creating one per chunk costs
+    /// more than decompressing an 8 KiB chunk.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(stored: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| format!("failed to create a zstd decompressor: {e}"))?,
+            );
+        }
+        let decompressor = slot.as_mut().expect("decompressor was just created");
+        decompressor
+            .decompress(stored, capacity)
+            .map_err(|e| format!("zstd decompression failed: {e}"))
+    })
+}
+
 fn decode_record(
     stored: &[u8],
     hash: &ChunkHash,
@@ -259,8 +282,7 @@ fn decode_record(
 ) -> Result<Vec<u8>, String> {
     let data = match location.codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, location.raw_len as usize)
-            .map_err(|e| format!("zstd decompression failed: {e}"))?,
+        Codec::Zstd => decompress(stored, location.raw_len as usize)?,
     };
     if data.len() != location.raw_len as usize {
         return Err(format!(
