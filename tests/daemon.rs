@@ -230,15 +230,14 @@ fn crash_restores_paused_debug_container() {
         return;
     };
 
-    // While the daemon runs, `ckpt list` asks it: with an empty --store but the
-    // daemon's socket, the daemon's checkpoints still show.
-    let empty_store = env.dir.path().join("no-store-here");
+    // While the daemon runs, `ckpt list` on the daemon's store asks the daemon.
     let listed = Command::new(common::ckpt_bin())
         .arg("--store")
-        .arg(&empty_store)
+        .arg(&env.store)
         .arg("--socket")
         .arg(&daemon.socket)
         .args(["list", "--json"])
+        .env("CKPT_LOG", "ckpt=debug")
         .output()
         .unwrap();
     assert!(
@@ -246,14 +245,37 @@ fn crash_restores_paused_debug_container() {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert!(
-        listed.as_array().unwrap().len() >= 2,
-        "list did not go through the daemon: {listed}"
+        String::from_utf8_lossy(&listed.stderr).contains("listing checkpoints through the daemon"),
+        "list did not go through the daemon: {}",
+        String::from_utf8_lossy(&listed.stderr)
     );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.as_array().unwrap().len() >= 2, "{listed}");
     assert!(listed[0]["frozen_ms"].as_f64().unwrap() > 0.0, "{listed}");
     let criu_version = ckpt::criu::Criu::locate().unwrap().version;
     assert_eq!(listed[0]["criu_version"], criu_version.as_str());
+
+    // Another --store is not the daemon's: its own (empty) listing shows.
+    let other_store = env.dir.path().join("other-store");
+    let other = Command::new(common::ckpt_bin())
+        .arg("--store")
+        .arg(&other_store)
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&other.stdout).starts_with("no checkpoints in store"),
+        "the daemon's checkpoints were listed for another store: {}",
+        String::from_utf8_lossy(&other.stdout)
+    );
 
     // Crash: a child shell dies of SIGSEGV, then init exits with 139.
     let (token, counter_at_crash) = container.last_state().unwrap();

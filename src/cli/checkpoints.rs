@@ -53,9 +53,12 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
         || args.ext_unix_sk
         || args.ghost_limit.is_some()
         || args.compression_level.is_some();
-    if let Some(reply) =
-        super::daemon::checkpoint_through_daemon(socket, &args.container, flags_given)?
-    {
+    if let Some(reply) = super::daemon::checkpoint_through_daemon(
+        socket,
+        &ctx.store_root,
+        &args.container,
+        flags_given,
+    )? {
         print_checkpointed(
             &format!("{} through the daemon", args.container),
             &reply.checkpoint,
@@ -228,7 +231,7 @@ fn filter_entries(
 
 /// Reads every checkpoint, from the daemon when its socket answers, else from the store.
 fn read_entries(ctx: &Context, socket: &Path) -> Result<Vec<ListEntry>, Failure> {
-    if let Some(entries) = super::daemon::list_through_daemon(socket)? {
+    if let Some(entries) = super::daemon::list_through_daemon(socket, &ctx.store_root)? {
         return Ok(entries
             .into_iter()
             .filter_map(ListEntry::from_daemon)

@@ -307,6 +307,7 @@ fn rpc_error(action: &str, status: &tonic::Status) -> anyhow::Error {
 /// rejected rather than ignored.
 pub fn checkpoint_through_daemon(
     socket: &Path,
+    store: &Path,
     container: &ContainerId,
     options_given: bool,
 ) -> Result<Option<proto::CheckpointReply>, Failure> {
@@ -316,6 +317,18 @@ pub fn checkpoint_through_daemon(
             Err(ConnectError::NotRunning { .. }) => return Ok(None),
             Err(err) => return Err(anyhow::Error::new(err)),
         };
+        // A daemon working on another store has nothing to do with this one.
+        let probe = client
+            .list(proto::ListRequest {
+                container: container.to_string(),
+                store: store.display().to_string(),
+            })
+            .await;
+        match probe {
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => return Ok(None),
+            Err(status) => return Err(rpc_error("list checkpoints", &status)),
+            Ok(_) => {}
+        }
         if options_given {
             let status = client
                 .status(proto::StatusRequest {})
@@ -335,10 +348,18 @@ pub fn checkpoint_through_daemon(
         }
         let request = proto::CheckpointRequest {
             container: container.to_string(),
+            store: store.display().to_string(),
         };
         match client.checkpoint(request).await {
             Ok(reply) => Ok(Some(reply.into_inner())),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Ok(None)
+            }
             Err(status) => Err(rpc_error(&format!("checkpoint {container}"), &status)),
         }
     });
@@ -352,7 +373,10 @@ pub fn checkpoint_through_daemon(
 }
 
 /// Lists every checkpoint through the daemon; `None` when no daemon answers on `socket`.
-pub fn list_through_daemon(socket: &Path) -> Result<Option<Vec<proto::CheckpointEntry>>, Failure> {
+pub fn list_through_daemon(
+    socket: &Path,
+    store: &Path,
+) -> Result<Option<Vec<proto::CheckpointEntry>>, Failure> {
     let result = runtime()?.block_on(async {
         let mut client = match control::connect(socket).await {
             Ok(client) => client,
@@ -362,14 +386,20 @@ pub fn list_through_daemon(socket: &Path) -> Result<Option<Vec<proto::Checkpoint
         let reply = client
             .list(proto::ListRequest {
                 container: String::new(),
+                store: store.display().to_string(),
             })
-            .await
-            .map_err(|status| {
-                anyhow::anyhow!(
-                    "the daemon failed to list checkpoints: {}",
-                    status.message()
-                )
-            })?;
+            .await;
+        // A daemon working on another store declines; the caller reads this one directly.
+        if matches!(&reply, Err(status) if status.code() == tonic::Code::FailedPrecondition) {
+            return Ok(None);
+        }
+        tracing::debug!(socket = %socket.display(), "listing checkpoints through the daemon");
+        let reply = reply.map_err(|status| {
+            anyhow::anyhow!(
+                "the daemon failed to list checkpoints: {}",
+                status.message()
+            )
+        })?;
         Ok(Some(reply.into_inner().checkpoints))
     });
     result.map_err(Failure::failed)

@@ -125,9 +125,31 @@ pub async fn serve(
 /// Implementation of the gRPC service.
 pub struct ControlService {
     pub shared: Arc<Shared>,
+    /// The daemon's store; requests about another store are declined.
+    pub store_root: PathBuf,
     pub registry: Arc<std::sync::Mutex<Registry>>,
     /// Asks the main loop to reload the policy directory.
     pub reload: mpsc::Sender<oneshot::Sender<ReloadOutcome>>,
+}
+
+impl ControlService {
+    /// Declines a request whose client works on another store than the daemon's:
+    /// the client must then use that store directly, not the daemon's checkpoints.
+    fn check_store(&self, requested: &str) -> Result<(), Status> {
+        if requested.is_empty() || same_path(Path::new(requested), &self.store_root) {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "the daemon uses store {}, not {requested}",
+            self.store_root.display()
+        )))
+    }
+}
+
+/// Whether two paths name the same file, comparing canonical forms where they exist.
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(a) == canonical(b)
 }
 
 fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
@@ -190,8 +212,9 @@ impl Daemon for ControlService {
         &self,
         request: Request<proto::CheckpointRequest>,
     ) -> Result<Response<proto::CheckpointReply>, Status> {
+        let request = request.into_inner();
+        self.check_store(&request.store)?;
         let container: ContainerId = request
-            .into_inner()
             .container
             .parse()
             .map_err(|err: crate::model::InvalidId| Status::invalid_argument(err.to_string()))?;
@@ -227,7 +250,9 @@ impl Daemon for ControlService {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListReply>, Status> {
-        let container = request.into_inner().container;
+        let request = request.into_inner();
+        self.check_store(&request.store)?;
+        let container = request.container;
         let filter: Option<ContainerId> = if container.is_empty() {
             None
         } else {

@@ -137,6 +137,7 @@ pub async fn run(config: DaemonConfig, backend: Arc<dyn Backend>) -> anyhow::Res
     let (reload_sender, mut reload_requests) = mpsc::channel::<oneshot::Sender<ReloadOutcome>>(4);
     let service = control::ControlService {
         shared: Arc::clone(&shared),
+        store_root: config.store_root.clone(),
         registry: Arc::clone(&registry),
         reload: reload_sender,
     };
