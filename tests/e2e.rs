@@ -245,16 +245,73 @@ fn traced_target_is_refused_and_keeps_running() {
     assert!(env.ckpt_ok(&["list"]).starts_with("no checkpoints"));
 }
 
+/// A workload that keeps a deleted 2 MiB file open: CRIU must copy it into the
+/// checkpoint ("ghost file"), which its default limit of 1 MiB forbids.
+const GHOST_WORKLOAD: &str = r#"#!/bin/sh
+head -c 2097152 /dev/zero > /tmp/big
+exec 3</tmp/big
+rm /tmp/big
+i=0
+while true; do i=$((i+1)); echo "token=ghost counter=$i"; sleep 0.2; done
+"#;
+
 #[test]
 fn criu_failure_names_cause_and_log() {
     if !can_run_containers() {
         return;
     }
     let env = TestEnv::new();
+    let bundle = env.bundle("bundle", GHOST_WORKLOAD);
+    let container = env.start(&bundle);
+
+    let output = env.ckpt(&["checkpoint", &container.id]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "ckpt: container {}: cannot checkpoint: criu dump failed: ",
+            container.id
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ghost file"),
+        "CRIU's own message missing: {stderr}"
+    );
+    assert!(stderr.contains("(log "), "no log path: {stderr}");
+    let log_path = stderr
+        .split("(log ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    assert!(
+        std::path::Path::new(log_path).exists(),
+        "log {log_path} missing"
+    );
+    assert_eq!(container.status(), "running");
+    assert!(env.ckpt_ok(&["list"]).starts_with("no checkpoints"));
+
+    // --ghost-limit does what it says: with room for the file, the checkpoint succeeds.
+    env.ckpt_ok(&["checkpoint", "--ghost-limit", "4MiB", &container.id]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ckpt_ok(&["list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(container.status(), "running");
+}
+
+#[test]
+fn host_file_stdout_is_refused_up_front() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = TestEnv::new();
     let bundle = env.bundle("bundle", common::WORKLOAD);
-    // A container whose stdout is a file on the host: CRIU cannot dump it.
+    // A container whose stdout is a file on the host: CRIU could not dump it.
     let id = format!("ckpt-hostfile-{}", std::process::id());
-    let log = fs::File::create(env.dir.path().join("host-stdout.log")).unwrap();
+    let log_path = env.dir.path().join("host-stdout.log");
+    let log = fs::File::create(&log_path).unwrap();
     let status = Command::new("runc")
         .arg("--root")
         .arg(&env.runtime_root)
@@ -275,26 +332,13 @@ fn criu_failure_names_cause_and_log() {
     };
 
     let output = env.ckpt(&["checkpoint", &id]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.starts_with(&format!(
-            "ckpt: container {id}: cannot checkpoint: criu dump failed: "
-        )),
-        "{stderr}"
+    let expected = format!(
+        "ckpt: container {id}: cannot checkpoint: its stdout (descriptor 1) is {}, a file outside the container",
+        log_path.display()
     );
-    assert!(stderr.contains("(log "), "no log path: {stderr}");
-    let log_path = stderr
-        .split("(log ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    assert!(
-        std::path::Path::new(log_path).exists(),
-        "log {log_path} missing"
-    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
     assert_eq!(container.status(), "running");
     assert!(env.ckpt_ok(&["list"]).starts_with("no checkpoints"));
 }

@@ -267,6 +267,14 @@ fn guard_checkpointable(target: &Container) -> Result<(), CheckpointError> {
                 .to_string(),
         ));
     }
+    if let Some((fd, file)) = target.external_stdio()?.into_iter().next() {
+        let name = ["stdin", "stdout", "stderr"][fd as usize];
+        return Err(unsupported(format!(
+            "its {name} (descriptor {fd}) is {file}, a file outside the container that CRIU \
+             cannot checkpoint; run the container with stdio on pipes, as containerd's shims \
+             and conmon do"
+        )));
+    }
     if let Some(traced) = crate::runtime::find_traced_task(target.pid) {
         return Err(CheckpointError::Traced {
             container: target.id.clone(),

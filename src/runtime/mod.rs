@@ -198,6 +198,34 @@ impl Container {
         ))
     }
 
+    /// Returns the init process's descriptors 0, 1 and 2 that CRIU cannot dump:
+    /// files that are not reachable inside the container, such as a log file or
+    /// a terminal of the host. A file is reachable when its path, taken inside
+    /// the container's root, names the same inode. Pipes, sockets and deleted
+    /// files (which CRIU copies into the checkpoint) are fine.
+    pub fn external_stdio(&self) -> Result<Vec<(i32, String)>, RuntimeError> {
+        let mut external = Vec::new();
+        for (fd, target) in self.stdio_ids()?.into_iter().enumerate() {
+            let special = ["pipe:", "socket:", "anon_inode:"]
+                .iter()
+                .any(|p| target.starts_with(p));
+            if special || !target.starts_with('/') || target.ends_with(" (deleted)") {
+                continue;
+            }
+            let Ok(opened) = nix::sys::stat::stat(format!("/proc/{}/fd/{fd}", self.pid).as_str())
+            else {
+                continue;
+            };
+            let inside = format!("/proc/{}/root{target}", self.pid);
+            let reachable = nix::sys::stat::stat(inside.as_str())
+                .is_ok_and(|found| (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino));
+            if !reachable {
+                external.push((fd as i32, target));
+            }
+        }
+        Ok(external)
+    }
+
     /// Reads the CRIU-style ids (`pipe:[123]`) of the init process's descriptors 0, 1 and 2.
     pub fn stdio_ids(&self) -> Result<Vec<String>, RuntimeError> {
         (0..3)

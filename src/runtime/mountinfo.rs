@@ -4,6 +4,7 @@
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountInfo {
     pub id: u32,
+
     /// Path inside the mount's file system that is mounted (field 4).
     pub root: String,
     /// Mount point, relative to the reading process's root (field 5).
