@@ -13,7 +13,11 @@ container=ckpt-demo
 store=${CKPT_STORE:-/var/lib/ckpt}
 export CKPT_STORE=$store
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then
+    step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n==> %s\n' "$*"; }
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "demo: must run as root (CRIU and runc need it); try: sudo $0" >&2
@@ -95,7 +99,7 @@ runc delete --force "$container" >/dev/null 2>&1 || true
 step "Done"
 cat <<TXT
 The debug container $name is running (root pid $pid), isolated from the original.
-  list it:         $ckpt ps
+  list it:              $ckpt ps
   resume a paused one:  $ckpt resume $name
-  remove it:       $ckpt rm $name
+  remove it:            $ckpt rm $name
 TXT

@@ -149,6 +149,11 @@ if $install_ckpt; then
         exit 1
     }
     install -m 0755 "$repo/target/release/ckpt" /usr/local/bin/ckpt
+    # bash loads completions from this directory only with the bash-completion package.
+    dpkg-query -W -f='${Status}' bash-completion 2>/dev/null | grep -q "install ok installed" || {
+        say "installing bash-completion, which loads ckpt's bash completions"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bash-completion >/dev/null
+    }
     mkdir -p /usr/share/bash-completion/completions /usr/local/share/zsh/site-functions \
         /usr/share/fish/vendor_completions.d /usr/local/share/man/man1
     ckpt completions bash >/usr/share/bash-completion/completions/ckpt

@@ -53,6 +53,7 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
         || args.ext_unix_sk
         || args.ghost_limit.is_some()
         || args.compression_level.is_some();
+    ops::checkpoint::ensure_running(ctx, &args.container).map_err(|e| classify(e.into()))?;
     if let Some(reply) = super::daemon::checkpoint_through_daemon(
         socket,
         &ctx.store_root,

@@ -78,6 +78,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 pub fn daemon(ctx: &Context, socket: &Path, args: DaemonArgs) -> CommandResult {
+    // A mistyped directory would leave a daemon running with nothing to do.
+    if !args.policies.is_dir() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "policy directory {} does not exist or is not a directory; create it, or pass --policies DIR",
+            args.policies.display()
+        )));
+    }
     init_daemon_logging(args.log_format);
     let config = DaemonConfig {
         policy_dir: args.policies,

@@ -132,6 +132,10 @@ pub struct PsArgs {
 }
 
 pub fn ps(ctx: &Context, args: PsArgs) -> CommandResult {
+    // A path that exists but is not a store is named as such, not as a missing record.
+    if ctx.store_root.exists() {
+        ctx.open_existing_store().map_err(|e| classify(e.into()))?;
+    }
     let debugs: Vec<DebugContainer> = ops::list_debug(&ctx.store_root)
         .map_err(|e| classify(e.into()))?
         .into_iter()
@@ -204,6 +208,12 @@ pub struct RmArgs {
 }
 
 pub fn rm(ctx: &Context, args: RmArgs) -> CommandResult {
+    // One name: its error is the command's error. Several: report each, then a summary.
+    if let [name] = args.names.as_slice() {
+        ops::remove_debug(&ctx.store_root, name).map_err(|e| classify(e.into()))?;
+        let _ = writeln!(io::stdout().lock(), "removed {name}");
+        return Ok(());
+    }
     let mut failure = None;
     let mut failed = 0;
     for name in &args.names {
@@ -224,8 +234,7 @@ pub fn rm(ctx: &Context, args: RmArgs) -> CommandResult {
         Some(code) => Err(Failure {
             code,
             error: anyhow!(
-                "failed to remove {} of {} debug containers",
-                failed,
+                "failed to remove {failed} of {} debug containers",
                 args.names.len()
             ),
         }),

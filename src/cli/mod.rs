@@ -18,7 +18,7 @@ mod store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::ops::{self, Context};
 
@@ -100,12 +100,13 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return usage_error(&e),
     };
+    // Files ckpt and CRIU create hold checkpoint data and logs: root's alone.
+    // Man pages and completions are for every user.
+    if !matches!(cli.command, Command::Man(_) | Command::Completions(_)) {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    }
     // The daemon sets up its own logging, with a format option and info as the default level.
     if !matches!(cli.command, Command::Daemon(_)) {
         init_logging(cli.verbose);
@@ -156,6 +157,33 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints a command-line parse error as one `ckpt: ` line with a pointer to the
+/// help, or prints help and version text as clap renders it.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if !error.use_stderr() {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = error.print();
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // The subcommand's name, for the help pointer.
+    let command = std::env::args()
+        .skip(1)
+        .find(|arg| Cli::command().find_subcommand(arg).is_some());
+    let help = match command {
+        Some(command) => format!("ckpt {command} --help"),
+        None => "ckpt --help".to_string(),
+    };
+    eprintln!("ckpt: {first}; see `{help}`");
+    ExitCode::from(EXIT_USAGE)
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -194,8 +222,15 @@ impl Failure {
         }
     }
 
+    /// The error and its causes on one line; causes that span lines (a regex
+    /// parser's diagram, say) are folded onto it.
     fn message(&self) -> String {
-        crate::error::chain(self.error.as_ref())
+        let text = crate::error::chain(self.error.as_ref());
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 

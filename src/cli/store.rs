@@ -280,6 +280,12 @@ pub fn export(ctx: &Context, args: ExportArgs) -> CommandResult {
 }
 
 pub fn import(ctx: &Context, args: ImportArgs) -> CommandResult {
+    if !args.archive.is_file() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "archive {} not found or not a file; pass the path of a checkpoint archive",
+            args.archive.display()
+        )));
+    }
     let store = ctx.open_store().map_err(|e| classify(e.into()))?;
     let manifest = store
         .import(&args.archive)

@@ -233,6 +233,22 @@ pub fn checkpoint(
     Ok(manifest)
 }
 
+/// Checks that `container` exists and runs, with the errors `checkpoint` gives,
+/// for callers that hand the checkpoint to the daemon.
+pub fn ensure_running(ctx: &Context, container: &ContainerId) -> Result<(), CheckpointError> {
+    check_running(&ctx.runtime().container(container)?)
+}
+
+fn check_running(target: &Container) -> Result<(), CheckpointError> {
+    if target.status == "running" {
+        return Ok(());
+    }
+    Err(CheckpointError::Unsupported {
+        container: target.id.clone(),
+        reason: format!("it is {}, not running; start it first", target.status),
+    })
+}
+
 /// Whether `pid` still exists and has not exited (a zombie counts as exited).
 fn process_alive(pid: i32) -> bool {
     !matches!(
@@ -247,12 +263,7 @@ fn guard_checkpointable(target: &Container) -> Result<(), CheckpointError> {
         container: target.id.clone(),
         reason,
     };
-    if target.status != "running" {
-        return Err(unsupported(format!(
-            "it is {}, not running; start it first",
-            target.status
-        )));
-    }
+    check_running(target)?;
     if !target.has_own_namespace(LinuxNamespaceType::Pid) {
         return Err(unsupported(
             "it shares a PID namespace with the host or another container; ckpt restores \

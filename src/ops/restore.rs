@@ -46,8 +46,8 @@ impl From<StoreError> for RestoreError {
 pub enum RestoreError {
     #[error(transparent)]
     Setup(#[from] SetupError),
-    #[error("failed to read the store")]
-    Store(#[source] Box<StoreError>),
+    #[error(transparent)]
+    Store(Box<StoreError>),
     #[error(
         "container {container} has no checkpoints in store {store}; take one with `ckpt checkpoint {container}`"
     )]

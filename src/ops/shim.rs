@@ -74,6 +74,9 @@ pub struct ExitRecord {
 
 /// Runs the shim for the debug container in `dir`. Only returns on failure to start.
 pub fn run(dir: &Path) -> io::Result<()> {
+    // CRIU inherits this: its logs and statistics are for root alone. Restored
+    // tasks get their own umask back from the checkpoint.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // `ckpt restore` blocks SIGINT, SIGTERM and SIGHUP while it waits for us;
     // the shim must still be killable by `ckpt rm` and the operator.
     let _ = nix::sys::signal::sigprocmask(

@@ -35,7 +35,7 @@ pub enum StoreError {
         expected: u32,
     },
 
-    #[error("no checkpoint matches {input:?}")]
+    #[error("no checkpoint matches {input:?}; list checkpoints with `ckpt list`")]
     NotFound { input: String },
 
     #[error("checkpoint prefix {input:?} is ambiguous: it matches {}", candidates.join(", "))]
@@ -90,6 +90,8 @@ impl StoreError {
             self,
             StoreError::NotFound { .. }
                 | StoreError::Ambiguous { .. }
+                | StoreError::NotReadable { .. }
+                | StoreError::NotAStore { .. }
                 | StoreError::AlreadyExists { .. }
                 | StoreError::ArchiveRejected { .. }
                 | StoreError::ArchiveMetadata { .. }
