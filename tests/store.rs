@@ -745,7 +745,10 @@ fn cli_store_commands_report_and_exit() {
 
     let (code, _, stderr) = run_ckpt(&root, &["delete", "19990101"]);
     assert_eq!(code, 2);
-    assert_eq!(stderr.trim(), "ckpt: no checkpoint matches \"19990101\"");
+    assert_eq!(
+        stderr.trim(),
+        "ckpt: no checkpoint matches \"19990101\"; list checkpoints with `ckpt list`"
+    );
 
     // Corrupt every pack: verify fails with exit code 1 and names the checkpoint.
     for entry in fs::read_dir(root.join("packs")).unwrap() {

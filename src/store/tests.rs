@@ -407,7 +407,10 @@ fn resolve_accepts_unique_prefix_only() {
     assert!(matches!(error, StoreError::Ambiguous { .. }), "{error}");
     assert!(error.to_string().contains(a.meta.id.as_str()));
     let error = store.resolve("19990101").unwrap_err();
-    assert_eq!(error.to_string(), "no checkpoint matches \"19990101\"");
+    assert_eq!(
+        error.to_string(),
+        "no checkpoint matches \"19990101\"; list checkpoints with `ckpt list`"
+    );
 }
 
 #[test]
