@@ -230,7 +230,7 @@ fn filter_entries(
         .collect()
 }
 
-/// Reads every checkpoint, from the daemon when its socket answers, else from the store.
+/// Reads every checkpoint, from the daemon when it runs on this store, else from the store itself.
 fn read_entries(ctx: &Context, socket: &Path) -> Result<Vec<ListEntry>, Failure> {
     if let Some(entries) = super::daemon::list_through_daemon(socket, &ctx.store_root)? {
         return Ok(entries

@@ -1,18 +1,18 @@
 //! Progress reporting for long store operations.
 //!
-//! The store reports bytes as it stores, unpacks, verifies and exports them;
-//! the CLI draws a progress bar from these reports when stderr is a terminal.
+//! The store reports bytes as it stores, unpacks, verifies and exports them.
+//! The CLI draws a progress bar from these reports when stderr is a terminal.
 
 use std::fmt;
 use std::sync::Arc;
 
 /// Receives progress reports. Calls come from the thread running the operation.
 pub trait Progress: Send + Sync {
-    /// A phase begins, with `total_bytes` to process, or 0 when the total is unknown.
+    /// Starts a phase with `total_bytes` to process, or 0 when the total is unknown.
     fn start(&self, phase: &str, total_bytes: u64);
     /// `bytes` more were processed in the current phase.
     fn advance(&self, bytes: u64);
-    /// The current phase ended.
+    /// Ends the current phase.
     fn finish(&self);
 }
 
@@ -21,7 +21,7 @@ pub trait Progress: Send + Sync {
 pub struct ProgressHandle(pub Arc<dyn Progress>);
 
 impl ProgressHandle {
-    /// An observer that ignores every report.
+    /// Returns an observer that ignores every report.
     pub fn silent() -> Self {
         Self(Arc::new(Silent))
     }
