@@ -45,6 +45,8 @@ pub struct CheckpointArgs {
 }
 
 pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs) -> CommandResult {
+    ops::checkpoint::ensure_running(ctx, &args.container).map_err(|e| classify(e.into()))?;
+
     // A running daemon with a policy for the container takes the checkpoint itself, so that
     // it never overlaps a scheduled checkpoint or a health probe.
     let flags_given = args.tcp_established
@@ -53,7 +55,6 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
         || args.ext_unix_sk
         || args.ghost_limit.is_some()
         || args.compression_level.is_some();
-    ops::checkpoint::ensure_running(ctx, &args.container).map_err(|e| classify(e.into()))?;
     if let Some(reply) = super::daemon::checkpoint_through_daemon(
         socket,
         &ctx.store_root,
@@ -69,6 +70,8 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
         );
         return Ok(());
     }
+
+    // Otherwise take it here.
     let options = CheckpointOptions {
         tcp_established: args.tcp_established,
         file_locks: args.file_locks,
@@ -84,6 +87,7 @@ pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs)
     };
     let manifest =
         ops::checkpoint(&ctx, &args.container, &options, None).map_err(|e| classify(e.into()))?;
+
     if let Some(signal) = deferred.take_pending() {
         eprintln!(
             "ckpt: interrupted by {signal} after checkpoint {} was stored",
