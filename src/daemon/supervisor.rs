@@ -432,7 +432,7 @@ impl Supervisor {
             container = %container,
             checkpoint = %record.id,
             duration_ms,
-            bytes = record.added_bytes,
+            added_bytes = record.added_bytes,
             frozen_time_us = record.frozen_time_us,
             good,
             "checkpoint taken"
