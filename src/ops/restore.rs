@@ -205,6 +205,7 @@ pub fn restore_paused(
         cgroup_root: cgroup::cgroup_root(&name),
         external_mounts,
         stdio: manifest.meta.runtime.stdio.clone(),
+        tcp_established: manifest.meta.options.tcp_established,
     };
     let request_path = dir.join(REQUEST_FILE);
     let encoded = serde_json::to_vec_pretty(&shim_request).map_err(io::Error::other);

@@ -21,7 +21,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use protobuf::MessageField;
 use rust_criu::rust_criu_protobuf::rpc::{
-    Cgroup_root, Criu_cg_mode, Criu_opts, Criu_req, Criu_req_type, Ext_mount_map, Inherit_fd,
+    Cgroup_root, Criu_cg_mode, Criu_network_lock_method, Criu_opts, Criu_req, Criu_req_type,
+    Ext_mount_map, Inherit_fd,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,10 @@ pub struct ShimRequest {
     pub external_mounts: Vec<(String, String)>,
     /// CRIU ids of the original descriptors 0, 1 and 2.
     pub stdio: Vec<String>,
+    /// Whether the checkpoint holds established TCP connections, which CRIU
+    /// keeps behind its network lock until the restore completes.
+    #[serde(default)]
+    pub tcp_established: bool,
 }
 
 /// Outcome of the restore, read by `ckpt restore`.
@@ -179,6 +184,10 @@ fn restore(request: &ShimRequest) -> Result<(i32, Vec<OwnedFd>), String> {
     opts.set_log_level(4);
     opts.set_root(request.root.display().to_string());
     opts.set_rst_sibling(true);
+    // Without TCP state to protect, the lock's iptables runs only slow the restore.
+    if !request.tcp_established {
+        opts.set_network_lock(Criu_network_lock_method::SKIP);
+    }
     opts.set_leave_stopped(true);
     opts.set_orphan_pts_master(true);
     opts.set_manage_cgroups(true);
