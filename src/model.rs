@@ -42,7 +42,7 @@ fn validate_id(kind: &'static str, value: &str) -> Result<(), InvalidId> {
     Ok(())
 }
 
-/// Name of a container as the runtime knows it (`runc list`).
+/// Name of a container as the runtime lists it (`runc list`).
 ///
 /// Validated so that it can be used as a path component of the store.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

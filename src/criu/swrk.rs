@@ -59,7 +59,7 @@ fn format_tail(lines: &[String]) -> String {
     format!(": last log lines: {}", lines.join(" | "))
 }
 
-/// What a notification handler tells CRIU.
+/// Result of a notification handler, sent back to CRIU.
 pub type NotifyResult = Result<(), String>;
 
 /// One running `criu swrk` process.
@@ -101,9 +101,9 @@ impl Swrk {
         // FD_CLOEXEC on the copy, so CRIU inherits exactly this one end of the
         // socketpair as descriptor 3.
         //
-        // CRIU runs in a session of its own with no signals blocked: a Ctrl-C at
-        // the terminal must not kill it while its code is injected into the
-        // container's tasks, and a caller that blocks signals must not pass that on.
+        // CRIU runs in a session of its own, so a Ctrl-C at the terminal cannot
+        // kill it while its code is injected into the container's tasks. It
+        // starts with no signals blocked, whatever its caller blocks.
         unsafe {
             command.pre_exec(move || {
                 if libc::dup2(theirs_raw, 3) < 0 {
@@ -134,7 +134,7 @@ impl Swrk {
         self.child.id()
     }
 
-    /// Sends `request` and answers notifications with `notify` until the final response.
+    /// Sends `request` and replies to notifications with `notify` until the final response.
     ///
     /// `log` is CRIU's log file, quoted when the call fails.
     pub fn call(
@@ -183,7 +183,7 @@ impl Swrk {
                 source: e.into(),
             })?;
         if received == 0 {
-            // CRIU closed the socket without answering: it crashed or was killed.
+            // CRIU closed the socket without a response, so it crashed or was killed.
             return Err(CriuError::Failed {
                 operation,
                 message: "criu swrk exited without a response".to_string(),

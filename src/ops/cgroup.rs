@@ -1,7 +1,7 @@
 //! Cgroups of debug containers, on cgroup v1, v2 and hybrid hosts.
 //!
-//! Each debug container gets `ckpt/<name>` in every mounted hierarchy. CRIU is
-//! told to put the restored tasks there (`cg_root`), and the container's own
+//! Each debug container gets `ckpt/<name>` in every mounted hierarchy. CRIU
+//! puts the restored tasks there (`cg_root`), and the container's own
 //! cgroup mounts are bound to these directories, so a debug container never
 //! shares a cgroup with the original or its restart.
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::mountinfo;
 
-/// Directory under each hierarchy's root that holds debug containers' cgroups.
+/// Directory under each hierarchy's root that contains debug containers' cgroups.
 pub const PARENT: &str = "ckpt";
 
 /// A mounted cgroup hierarchy.
@@ -85,7 +85,7 @@ pub fn create(hierarchies: &[Hierarchy], name: &str) -> io::Result<Vec<PathBuf>>
     Ok(created)
 }
 
-/// A new v1 cpuset cgroup has no CPUs or memory nodes; copy its parent's.
+/// Copies the parent's CPUs and memory nodes into a new v1 cpuset cgroup, which starts with none.
 fn inherit_cpuset(dir: &Path) -> io::Result<()> {
     let parent = dir.parent().unwrap_or(dir);
     for file in ["cpuset.cpus", "cpuset.mems"] {
@@ -106,9 +106,9 @@ pub fn host_path(hierarchies: &[Hierarchy], controllers: &str, name: &str) -> Op
     let hierarchy = if controllers == "cgroup2" {
         hierarchies.iter().find(|h| h.is_v2())?
     } else {
-        let mut wanted: Vec<&str> = controllers.split(',').collect();
-        wanted.sort_unstable();
-        hierarchies.iter().find(|h| h.controllers == wanted)?
+        let mut requested: Vec<&str> = controllers.split(',').collect();
+        requested.sort_unstable();
+        hierarchies.iter().find(|h| h.controllers == requested)?
     };
     Some(hierarchy.mount.join(PARENT).join(name))
 }

@@ -16,12 +16,12 @@ use crate::fsutil;
 use crate::model::{CheckpointId, ContainerId};
 use crate::runtime::descendants;
 
-/// Subdirectory of the store that holds one directory per debug container.
+/// Subdirectory of the store that contains one directory per debug container.
 pub const DEBUG_DIR: &str = "debug";
 /// Record of a debug container inside its directory.
 pub const STATE_FILE: &str = "state.json";
 
-/// What a debug container is doing now.
+/// State of a debug container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DebugState {
@@ -61,7 +61,7 @@ pub struct DebugContainer {
     pub shim_start_time: u64,
     pub cgroups: Vec<PathBuf>,
     pub dir: PathBuf,
-    /// How the root task ended, once it has.
+    /// Exit status of the root task, once it has exited.
     #[serde(default)]
     pub exit: Option<ExitRecord>,
 }
@@ -163,8 +163,8 @@ impl DebugContainer {
         }
     }
 
-    /// Whether the root task still exists and is still the shim's child,
-    /// which rules out a recycled PID.
+    /// Returns whether the root task still exists and is still the shim's
+    /// child, which rules out a recycled PID.
     fn root_task_alive(&self) -> bool {
         let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
             return false;
@@ -178,7 +178,7 @@ impl DebugContainer {
         state != Some("Z") && parent == Some(self.shim_pid)
     }
 
-    /// Whether the recorded shim process is still ours.
+    /// Returns whether the recorded shim process is still ours.
     fn shim_alive(&self) -> bool {
         start_time(self.shim_pid) == Some(self.shim_start_time)
             && process_state(self.shim_pid) != Some('Z')
@@ -251,7 +251,7 @@ pub fn resume(store_root: &Path, name: &str) -> Result<DebugContainer, DebugErro
         }
     }
     debug.refresh();
-    // Tasks that a debugger holds stay stopped until it detaches or continues them.
+    // Tasks that a debugger has stopped stay stopped until it detaches or continues them.
     if debug.state == DebugState::Paused {
         std::thread::sleep(Duration::from_millis(50));
         debug.refresh();
@@ -280,8 +280,8 @@ pub fn destroy(debug: &DebugContainer) -> Result<(), DebugError> {
     for pid in victims {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    // The shim reaps the killed tasks and exits once it has no children left;
-    // killing it first would leave the tasks as zombies of PID 1.
+    // The shim reaps the killed tasks and exits once it has no children left.
+    // Killing it first would leave the tasks as zombies of PID 1.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while debug.shim_alive() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -1,7 +1,7 @@
 //! The reaper of a debug container (`ckpt __shim DIR`).
 //!
 //! The shim is a session leader and child subreaper. It unshares a mount and
-//! a network namespace, mounts the overlay root there, and asks CRIU to
+//! a network namespace, mounts the overlay root there, and has CRIU
 //! restore the checkpoint as its own child with every task stopped. It then
 //! stays alive as the tree's parent: it reaps exited tasks, keeps the stopped
 //! tree from being orphaned, and copies the tree's output to a log. When the
@@ -38,11 +38,11 @@ pub const EXIT_FILE: &str = "exit.json";
 /// Output of the restored tasks (their stdout and stderr).
 pub const OUTPUT_FILE: &str = "output.log";
 
-/// What the shim must restore, written by `ckpt restore`.
+/// Restore request for the shim, written by `ckpt restore`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShimRequest {
     pub criu_binary: PathBuf,
-    /// Directory that holds the CRIU images.
+    /// Directory that contains the CRIU images.
     pub images: PathBuf,
     pub lower: PathBuf,
     pub upper: PathBuf,
@@ -70,7 +70,7 @@ pub enum ShimResult {
     Failed { message: String },
 }
 
-/// How the restored root task ended.
+/// Exit status of the restored root task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExitRecord {
     pub code: Option<i32>,
@@ -101,7 +101,7 @@ pub fn run(dir: &Path) -> io::Result<()> {
     };
     let encoded = serde_json::to_vec(&result).map_err(io::Error::other)?;
     fsutil::write_private_file(&dir.join(RESULT_FILE), &encoded)?;
-    // Closing stdout tells `ckpt restore`, which reads it to the end, that the result is ready.
+    // `ckpt restore` reads stdout to the end, so closing it signals that the result is ready.
     detach_stdout();
 
     let Ok((root, output_pipes)) = outcome else {

@@ -60,7 +60,7 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    /// Whether the error is about a name the user gave rather than a failure.
+    /// Returns whether the error is about a name the user gave rather than a failure.
     pub fn is_input_error(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
@@ -74,7 +74,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime named by `CKPT_RUNTIME` (default `runc`) with `root`, or runc's default root.
+    /// Creates the runtime named by `CKPT_RUNTIME` (default `runc`) with state root `root`, or runc's default root.
     pub fn new(root: Option<&Path>) -> Self {
         Self {
             binary: std::env::var(RUNTIME_ENV).unwrap_or_else(|_| "runc".to_string()),
@@ -157,7 +157,7 @@ pub struct Container {
 }
 
 impl Container {
-    /// Whether the spec gives the container a namespace of `kind` of its own.
+    /// Returns whether the spec gives the container a namespace of `kind` of its own.
     ///
     /// A namespace entry with a `path` joins an existing namespace, so it is not the container's own.
     pub fn has_own_namespace(&self, kind: LinuxNamespaceType) -> bool {
@@ -172,7 +172,7 @@ impl Container {
             })
     }
 
-    /// Whether the container's process was started with a terminal.
+    /// Returns whether the container's process was started with a terminal.
     pub fn has_terminal(&self) -> bool {
         self.spec
             .process()
