@@ -165,7 +165,7 @@ pub struct DumpStats {
     pub pages_lazy: u64,
 }
 
-/// What a checkpoint needs besides the CRIU images in order to be restored.
+/// Runtime details a checkpoint needs, besides the CRIU images, to be restored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuntimeInfo {
@@ -188,13 +188,13 @@ pub struct RuntimeInfo {
 pub struct ExternalMount {
     /// Key stored in the images (the mount point inside the container).
     pub key: String,
-    /// What the key stood for on the host: a path, or a cgroup controller for `kind: cgroup`.
+    /// Host source of the key: a path, or a cgroup controller for `kind: cgroup`.
     pub source: String,
     /// `bind`, `masked` or `cgroup`.
     pub kind: String,
 }
 
-/// Everything the checkpoint operation knows about a checkpoint, stored inside its manifest.
+/// Record of a checkpoint that the checkpoint operation writes into its manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub id: CheckpointId,

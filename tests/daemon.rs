@@ -230,7 +230,7 @@ fn crash_restores_paused_debug_container() {
         return;
     };
 
-    // While the daemon runs, `ckpt list` on the daemon's store asks the daemon.
+    // While the daemon runs, `ckpt list` on the daemon's store goes through the daemon.
     let listed = Command::new(common::ckpt_bin())
         .arg("--store")
         .arg(&env.store)

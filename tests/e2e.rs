@@ -293,7 +293,7 @@ fn criu_failure_names_cause_and_log() {
     assert_eq!(container.status(), "running");
     assert!(env.ckpt_ok(&["list"]).starts_with("no checkpoints"));
 
-    // --ghost-limit does what it says: with room for the file, the checkpoint succeeds.
+    // With --ghost-limit large enough for the file, the checkpoint succeeds.
     env.ckpt_ok(&["checkpoint", "--ghost-limit", "4MiB", &container.id]);
     let listed: serde_json::Value =
         serde_json::from_str(&env.ckpt_ok(&["list", "--json"])).unwrap();

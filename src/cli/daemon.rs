@@ -309,8 +309,8 @@ fn rpc_error(action: &str, status: &tonic::Status) -> anyhow::Error {
 /// container's lock like a scheduled one. Returns `None` when no daemon listens on `socket`
 /// or the daemon has no policy for the container; the caller then checkpoints directly.
 ///
-/// CRIU option flags (`options_given`) cannot be passed to the daemon, which
-/// uses the policy's options; for a container the daemon manages they are
+/// CRIU option flags (`options_given`) cannot be passed to the daemon, because
+/// it uses the policy's options. For a container the daemon manages they are
 /// rejected rather than ignored.
 pub fn checkpoint_through_daemon(
     socket: &Path,
@@ -379,7 +379,7 @@ pub fn checkpoint_through_daemon(
     })
 }
 
-/// Lists every checkpoint through the daemon; `None` when no daemon answers on `socket`.
+/// Lists every checkpoint through the daemon. Returns `None` when no daemon listens on `socket` or it uses another store.
 pub fn list_through_daemon(
     socket: &Path,
     store: &Path,

@@ -206,7 +206,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// The operation failed (exit code 1).
+    /// Creates a failure of the operation (exit code 1).
     pub fn failed(error: anyhow::Error) -> Self {
         Self {
             code: EXIT_FAILED,
@@ -214,7 +214,7 @@ impl Failure {
         }
     }
 
-    /// The user named something that does not exist or gave an invalid value (exit code 2).
+    /// Creates a usage failure: a name that does not exist or an invalid value (exit code 2).
     pub fn usage(error: anyhow::Error) -> Self {
         Self {
             code: EXIT_USAGE,
@@ -222,8 +222,8 @@ impl Failure {
         }
     }
 
-    /// The error and its causes on one line; causes that span lines (a regex
-    /// parser's diagram, say) are folded onto it.
+    /// Returns the error and its causes on one line. Causes that span lines,
+    /// such as a regex parser's diagram, are folded onto it.
     fn message(&self) -> String {
         let text = crate::error::chain(self.error.as_ref());
         text.lines()

@@ -146,7 +146,7 @@ impl ControlService {
     }
 }
 
-/// Whether two paths name the same file, comparing canonical forms where they exist.
+/// Returns whether two paths name the same file, comparing canonical forms where they exist.
 fn same_path(a: &Path, b: &Path) -> bool {
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     canonical(a) == canonical(b)

@@ -87,7 +87,7 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    /// Whether the error is about the user's input (an unknown or unsuitable
+    /// Returns whether the error is about the user's input (an unknown or unsuitable
     /// container) rather than a failed operation.
     pub fn is_input_error(&self) -> bool {
         match self {
@@ -165,7 +165,7 @@ pub fn checkpoint(
     }
 
     // Dump. A container that died meanwhile makes CRIU fail with a confusing
-    // message about the task it lost, so say what happened instead.
+    // message about the task it lost, so the error states what happened instead.
     ctx.start_step("dumping with CRIU (the container is frozen)");
     let dumped = dump(&criu, &target, options, &external_mounts, &images, &work);
     ctx.finish_step();
@@ -249,7 +249,7 @@ fn check_running(target: &Container) -> Result<(), CheckpointError> {
     })
 }
 
-/// Whether `pid` still exists and has not exited (a zombie counts as exited).
+/// Returns whether `pid` still exists and has not exited (a zombie counts as exited).
 fn process_alive(pid: i32) -> bool {
     !matches!(
         super::debug::process_state(pid),

@@ -25,7 +25,7 @@ pub use restore::{RestoreError, RestoreRequest, restore_paused};
 /// Default store location.
 pub const DEFAULT_STORE: &str = "/var/lib/ckpt";
 
-/// Where checkpoints live and which runtime runs the containers.
+/// Store, runtime and options that every operation works with.
 #[derive(Clone, Debug)]
 pub struct Context {
     pub store_root: PathBuf,

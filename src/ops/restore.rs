@@ -95,7 +95,7 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
-    /// Whether the error is about the user's input rather than a failed operation.
+    /// Returns whether the error is about the user's input rather than a failed operation.
     pub fn is_input_error(&self) -> bool {
         match self {
             Self::Store(e) => matches!(

@@ -2,7 +2,7 @@
 //!
 //! Each test builds its own busybox OCI bundle, runs a container with runc
 //! (stdio on pipes, as container managers provide), and uses a private store.
-//! Tests that cannot run say why; under `CI=true` they fail instead.
+//! A test that cannot run prints why, and under `CI=true` it fails instead.
 
 #![allow(dead_code)]
 
@@ -277,7 +277,7 @@ impl Container {
         }
     }
 
-    /// The last `token=… counter=…` line the container printed.
+    /// Returns the last `token=… counter=…` line the container printed, parsed.
     pub fn last_state(&self) -> Option<(String, u64)> {
         self.output
             .lock()
