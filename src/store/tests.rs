@@ -218,6 +218,28 @@ fn progress_reports_every_byte() {
 }
 
 #[test]
+fn listing_omits_file_lists() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = Store::open(temp.path()).unwrap();
+    let manifest = commit_images(
+        &store,
+        meta("web", "2026-01-01T00:00:00Z"),
+        &random_bytes(64 << 10),
+    );
+    let listed = store.list(None).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].files.is_empty());
+    assert_eq!(listed[0].logical_bytes, manifest.logical_bytes);
+    assert!(
+        !store
+            .resolve(manifest.meta.id.as_str())
+            .unwrap()
+            .files
+            .is_empty()
+    );
+}
+
+#[test]
 fn dropped_staging_is_removed() {
     let temp = tempfile::tempdir().unwrap();
     let store = Store::open(temp.path()).unwrap();
