@@ -45,7 +45,11 @@ pub struct CheckpointArgs {
 }
 
 pub fn checkpoint(ctx: &Context, socket: &std::path::Path, args: CheckpointArgs) -> CommandResult {
-    ops::checkpoint::ensure_running(ctx, &args.container).map_err(|e| classify(e.into()))?;
+    // The daemon's errors would differ from ckpt's own, so check the container
+    // here first; without a daemon, `ops::checkpoint` makes the same check.
+    if socket.exists() {
+        ops::checkpoint::ensure_running(ctx, &args.container).map_err(|e| classify(e.into()))?;
+    }
 
     // A running daemon with a policy for the container takes the checkpoint itself, so that
     // it never overlaps a scheduled checkpoint or a health probe.

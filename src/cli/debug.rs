@@ -60,6 +60,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> CommandResult {
         name: args.name.clone(),
     };
     let debug = restore_uninterrupted(ctx, &request)?;
+
     let mut out = io::stdout().lock();
     if args.json {
         let report = RestoreReport {
@@ -72,6 +73,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> CommandResult {
         let _ = writeln!(out, "{text}");
         return Ok(());
     }
+
     let pids: Vec<String> = debug.pids.iter().map(i32::to_string).collect();
     let _ = writeln!(
         out,

@@ -6,7 +6,7 @@ use std::path::Path;
 /// Lines of CRIU's log that are noise on hosts without CAP_SYS_RESOURCE.
 const HARMLESS: &[&str] = &["Can't setup RLIMIT_NOFILE"];
 
-/// Whether a CRIU error line is known noise.
+/// Returns whether a CRIU error line is known noise.
 pub fn is_harmless(line: &str) -> bool {
     HARMLESS.iter().any(|h| line.contains(h))
 }

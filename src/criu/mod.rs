@@ -19,7 +19,7 @@ pub const MIN_VERSION: (u32, u32) = (4, 1);
 /// Environment variable that names the CRIU binary to use.
 pub const CRIU_ENV: &str = "CKPT_CRIU";
 
-/// Where `criu check` results are cached until the binary or kernel changes.
+/// File that caches a passed `criu check` until the binary or the kernel changes.
 const CHECK_CACHE: &str = "/run/ckpt/criu-check";
 
 const FIX_HINT: &str = "run scripts/setup.sh as root to build and install CRIU 4.1 or later \
